@@ -1,0 +1,29 @@
+"""gunicorn settings: one gthread worker with many threads (SSE streams hold one each)."""
+
+import os
+
+bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+worker_class = "gthread"
+# One process: the worker pool, the event notifications and the rate-limit store live in it.
+workers = 1
+threads = int(os.environ.get("GUNICORN_THREADS", "64"))
+# The app (and its pool threads) must be created in the worker, after fork.
+preload_app = False
+max_requests = 0
+timeout = 60
+graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "20"))
+keepalive = 5
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info")
+# No shared control socket in $HOME: several instances may run on one machine.
+control_socket_disable = True
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+
+
+def worker_exit(server, worker):
+    """Stop the app's worker pool so in-flight state is left resumable."""
+    app = getattr(worker, "wsgi", None)
+    pool = app.extensions.get("image2model.pool") if app is not None else None
+    if pool is not None:
+        pool.shutdown(wait=True)

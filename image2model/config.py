@@ -1,0 +1,52 @@
+"""Configuration defaults and the normalisation applied after every layer is loaded."""
+
+import os
+
+VERSION = "1.0.0"
+
+DEFAULTS = {
+    "API_KEYS": [],
+    "ADMIN_API_KEY": None,
+    "FAL_KEY": None,
+    "DEFAULT_MODEL": None,
+    "RATELIMIT_DEFAULT": "60 per minute;1000 per hour",
+    "RATELIMIT_STORAGE_URI": "memory://",
+    "RATELIMIT_HEADERS_ENABLED": True,
+    "PROXY_HOPS": 1,
+    "FAL_POLL_INTERVAL": 1.0,
+    "MAX_FILES": 25,
+    "MAX_FILE_SIZE": 10 * 1024 * 1024,
+    "POOL_SIZE": 8,
+    "DISK_MIN_FREE_MB": 500,
+    "DATABASE_NAME": "image2model.sqlite3",
+}
+
+GENERATORS = ("tripo3d", "relief")
+
+
+def finalize(config):
+    """Normalise values that may arrive as JSON scalars, strings or lists."""
+    config["API_KEYS"] = _key_list(config.get("API_KEYS"))
+    admin_key = config.get("ADMIN_API_KEY")
+    config["ADMIN_API_KEY"] = str(admin_key).strip() if admin_key not in (None, "") else None
+    if not config.get("FAL_KEY"):
+        config["FAL_KEY"] = os.environ.get("FAL_KEY") or None
+    if not config.get("DEFAULT_MODEL"):
+        config["DEFAULT_MODEL"] = "tripo3d" if config["FAL_KEY"] else "relief"
+    if config["DEFAULT_MODEL"] not in GENERATORS:
+        raise ValueError(f"DEFAULT_MODEL must be one of {', '.join(GENERATORS)}")
+    # Room for the multipart framing around MAX_FILES full-size files.
+    config.setdefault(
+        "MAX_CONTENT_LENGTH", int(config["MAX_FILES"]) * int(config["MAX_FILE_SIZE"]) + 1024 * 1024
+    )
+
+
+def _key_list(value):
+    """Turn a comma-separated string, a number or a list into a list of key strings."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        items = value
+    else:
+        items = str(value).split(",")
+    return [str(item).strip() for item in items if str(item).strip()]

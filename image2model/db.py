@@ -1,0 +1,128 @@
+"""SQLite access: per-request and per-thread connections, transactions, schema migrations."""
+
+import contextlib
+import os
+import sqlite3
+import threading
+
+from flask import current_app, g
+
+# Each entry moves the schema one version forward; never edit an entry once released.
+MIGRATIONS = [
+    """
+    CREATE TABLE api_keys (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        key_hash TEXT NOT NULL UNIQUE,
+        key_prefix TEXT NOT NULL,
+        is_admin INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT
+    );
+    """,
+]
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def database_path(app):
+    """Return the absolute path of the app's SQLite file."""
+    return os.path.join(app.instance_path, app.config["DATABASE_NAME"])
+
+
+def connect(path):
+    """Open a connection in autocommit mode with WAL, a busy timeout and foreign keys."""
+    conn = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+    )
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+@contextlib.contextmanager
+def transaction(conn):
+    """Run the block in one IMMEDIATE transaction: commit on success, roll back on error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def get_db():
+    """Return the current request's connection, opening it on first use."""
+    if "db" not in g:
+        g.db = connect(database_path(current_app))
+    return g.db
+
+
+def close_db(_exc=None):
+    """Close the request's connection if one was opened."""
+    conn = g.pop("db", None)
+    if conn is not None:
+        conn.close()
+
+
+class ThreadConnections:
+    """One connection per thread for code that runs outside a request (pool, CLI)."""
+
+    def __init__(self, path):
+        self.path = path
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._all = []
+
+    def get(self):
+        """Return this thread's connection, opening it on first use."""
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path)
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def close_all(self):
+        """Close every connection opened through this object."""
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+        self._local = threading.local()
+
+
+def schema_version(conn):
+    """Return the schema version recorded in the database."""
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(conn):
+    """Apply every migration newer than the database's version, each in its own transaction."""
+    for version, script in enumerate(MIGRATIONS, start=1):
+        if schema_version(conn) >= version:
+            continue
+        with transaction(conn):
+            # Re-read inside the lock: another process may have migrated meanwhile.
+            if schema_version(conn) >= version:
+                continue
+            for statement in filter(str.strip, script.split(";")):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version}")
+    return schema_version(conn)
+
+
+def init_app(app):
+    """Migrate the schema now and register the per-request teardown."""
+    conn = connect(database_path(app))
+    try:
+        migrate(conn)
+    finally:
+        conn.close()
+    app.extensions["db.threads"] = ThreadConnections(database_path(app))
+    app.teardown_appcontext(close_db)

@@ -1,0 +1,89 @@
+"""The API's one error shape: ApiError and the handlers that render every error as the envelope."""
+
+import logging
+
+from flask import jsonify
+from werkzeug.exceptions import HTTPException
+
+logger = logging.getLogger(__name__)
+
+# Codes for HTTP errors raised outside our own code (routing, Werkzeug, extensions).
+CODES_BY_STATUS = {
+    400: "VALIDATION_ERROR",
+    401: "AUTHENTICATION_REQUIRED",
+    403: "INVALID_API_KEY",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    410: "GONE",
+    413: "FILE_TOO_LARGE",
+    415: "VALIDATION_ERROR",
+    416: "RANGE_NOT_SATISFIABLE",
+    422: "VALIDATION_ERROR",
+    429: "RATE_LIMIT_EXCEEDED",
+    500: "PROCESSING_ERROR",
+    502: "FAL_API_ERROR",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+MESSAGES_BY_STATUS = {
+    400: "The request is malformed",
+    404: "No such resource",
+    405: "Method not allowed on this resource",
+    413: "The request body exceeds the size limit",
+    429: "Too many requests: rate limit exceeded",
+}
+
+# Headers of an HTTP error worth keeping on the JSON response.
+KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate", "Content-Range")
+
+
+class ApiError(Exception):
+    """An error the API reports to its client in the contract's envelope."""
+
+    def __init__(self, code, message, details=None, status=400, headers=None):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.status = status
+        self.headers = headers or {}
+
+
+def error_response(code, message, details=None, status=400, headers=None):
+    """Build the envelope response `{"detail": {"code", "message", "details"}}`."""
+    response = jsonify({"detail": {"code": code, "message": message, "details": details or {}}})
+    response.status_code = status
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
+
+
+def handle_api_error(error):
+    """Render an ApiError."""
+    return error_response(error.code, error.message, error.details, error.status, error.headers)
+
+
+def handle_http_exception(error):
+    """Render a Werkzeug/extension HTTP error (404, 405, 413, 429, ...) in the envelope."""
+    status = error.code or 500
+    code = CODES_BY_STATUS.get(status, "PROCESSING_ERROR" if status >= 500 else "VALIDATION_ERROR")
+    message = MESSAGES_BY_STATUS.get(status) or error.description or error.name
+    details = {}
+    if status == 429:
+        details["limit"] = str(error.description)
+    headers = {name: value for name, value in error.get_headers() if name in KEPT_HEADERS}
+    return error_response(code, message, details, status, headers)
+
+
+def handle_unexpected(error):
+    """Log an unexpected exception with its traceback and answer 500 without any detail of it."""
+    logger.exception("Unhandled exception while serving a request")
+    return error_response("PROCESSING_ERROR", "Internal processing error", {}, 500)
+
+
+def init_app(app):
+    """Register the handlers so that every error of the API leaves in the envelope."""
+    app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,80 @@
+"""The in-process worker pool: a ThreadPoolExecutor created per app, after gunicorn forks."""
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+logger = logging.getLogger(__name__)
+
+
+class WorkerPool:
+    """Runs jobs on threads (or inline when size is 0, for deterministic unit tests)."""
+
+    def __init__(self, size):
+        self.size = int(size)
+        self._executor = (
+            ThreadPoolExecutor(max_workers=self.size, thread_name_prefix="image2model-pool")
+            if self.size > 0
+            else None
+        )
+        self._pending = 0
+        self._lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    @property
+    def alive(self):
+        """Whether the pool still accepts work."""
+        return not self.stopping.is_set()
+
+    @property
+    def threads(self):
+        """Return how many worker threads exist now."""
+        return len(self._executor._threads) if self._executor else 0
+
+    @property
+    def queue_depth(self):
+        """Return how many submitted calls have not started yet."""
+        return self._executor._work_queue.qsize() if self._executor else 0
+
+    @property
+    def pending(self):
+        """Return how many submitted calls have not finished yet."""
+        with self._lock:
+            return self._pending
+
+    def submit(self, fn, *args, **kwargs):
+        """Run `fn` on the pool; a failure is logged here, never lost in a thread."""
+        if not self.alive:
+            raise RuntimeError("the worker pool is shutting down")
+        with self._lock:
+            self._pending += 1
+        if self._executor is None:
+            return self._run(fn, args, kwargs)
+        return self._executor.submit(self._run, fn, args, kwargs)
+
+    def _run(self, fn, args, kwargs):
+        """Call `fn`, logging any exception, and count it finished."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception:
+            logger.exception("Pool task %s failed", getattr(fn, "__name__", fn))
+            return None
+        finally:
+            with self._lock:
+                self._pending -= 1
+
+    def shutdown(self, wait=True):
+        """Stop accepting work, drop queued calls and wait for running ones."""
+        self.stopping.set()
+        if self._executor is not None:
+            self._executor.shutdown(wait=wait, cancel_futures=True)
+
+
+def init_app(app):
+    """Create the app's pool; gunicorn loads the app in the worker, so this runs after fork."""
+    app.extensions["image2model.pool"] = WorkerPool(app.config["POOL_SIZE"])
+
+
+def get_pool(app):
+    """Return the app's worker pool."""
+    return app.extensions["image2model.pool"]

@@ -1,0 +1,138 @@
+"""The error envelope: every error of the API has one shape, with the contract's codes."""
+
+import logging
+
+import pytest
+from flask import Blueprint
+
+from image2model import params
+from image2model.errors import ApiError
+from tests.conftest import ADMIN_KEY, USER_KEY, bearer
+
+
+def assert_envelope(response, status, code):
+    """Check status, JSON content type and the `{"detail": {code, message, details}}` shape."""
+    assert response.status_code == status, response.data
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert set(body) == {"detail"}
+    assert set(body["detail"]) == {"code", "message", "details"}
+    assert body["detail"]["code"] == code
+    assert isinstance(body["detail"]["message"], str) and body["detail"]["message"]
+    assert isinstance(body["detail"]["details"], dict)
+    return body["detail"]
+
+
+WALK = [
+    ("GET", "/", None, 404, "NOT_FOUND"),
+    ("GET", "/api/v1/", None, 404, "NOT_FOUND"),
+    ("GET", "/api/v1/nothing/here", USER_KEY, 404, "NOT_FOUND"),
+    ("GET", "/api/v1/health/nope", None, 404, "NOT_FOUND"),
+    ("POST", "/api/v1/health/", None, 405, "METHOD_NOT_ALLOWED"),
+    ("DELETE", "/api/v1/health/liveness", None, 405, "METHOD_NOT_ALLOWED"),
+    ("PUT", "/api/v1/health/readiness", None, 405, "METHOD_NOT_ALLOWED"),
+    ("GET", "/api/v1/models/available", None, 401, "AUTHENTICATION_REQUIRED"),
+    ("GET", "/api/v1/models/available", "bad", 401, "AUTHENTICATION_REQUIRED"),
+    ("POST", "/api/v1/models/available", USER_KEY, 405, "METHOD_NOT_ALLOWED"),
+    ("GET", "/api/v1/admin/disk-usage", None, 401, "AUTHENTICATION_REQUIRED"),
+    ("GET", "/api/v1/admin/disk-usage", USER_KEY, 403, "INVALID_API_KEY"),
+    ("POST", "/api/v1/admin/disk-usage", ADMIN_KEY, 405, "METHOD_NOT_ALLOWED"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "key", "status", "code"), WALK)
+def test_walk_endpoints_envelope(client, method, path, key, status, code):
+    response = client.open(path, method=method, headers=bearer(key) if key else {})
+    assert_envelope(response, status, code)
+
+
+def test_405_keeps_allow_header(client):
+    response = client.post("/api/v1/health/liveness")
+    assert "GET" in response.headers["Allow"]
+
+
+@pytest.fixture
+def app(app):
+    """Add routes that fail in the ways the handlers must cover."""
+    failing = Blueprint("failing", __name__)
+
+    @failing.get("/boom")
+    def boom():
+        raise RuntimeError("secret internals: password=hunter2")
+
+    @failing.post("/json")
+    def echo_json():
+        return params.json_object()
+
+    @failing.post("/body")
+    def read_body():
+        from flask import request
+
+        return {"size": len(request.get_data())}
+
+    @failing.get("/api-error")
+    def api_error():
+        raise ApiError("FAL_API_ERROR", "FAL said no", {"attempt": 1}, status=502)
+
+    app.register_blueprint(failing, url_prefix="/_test")
+    return app
+
+
+def test_unexpected_exception_is_500_logged_not_sent(client, caplog):
+    with caplog.at_level(logging.ERROR):
+        response = client.get("/_test/boom")
+    detail = assert_envelope(response, 500, "PROCESSING_ERROR")
+    assert "hunter2" not in response.get_data(as_text=True)
+    assert "Traceback" not in response.get_data(as_text=True)
+    assert detail["details"] == {}
+    assert any(record.exc_info for record in caplog.records)
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2", b"\xff\xfe", b'{"a": }'])
+def test_malformed_json_is_400(client, body):
+    response = client.post("/_test/json", data=body, content_type="application/json")
+    assert_envelope(response, 400, "VALIDATION_ERROR")
+
+
+def test_json_must_be_an_object(client):
+    response = client.post("/_test/json", json=[1, 2, 3])
+    assert assert_envelope(response, 400, "VALIDATION_ERROR")["details"]["received"] == "list"
+
+
+def test_empty_json_body_is_400(client):
+    assert_envelope(client.post("/_test/json"), 400, "VALIDATION_ERROR")
+
+
+def test_oversize_body_is_413(app, client):
+    app.config["MAX_CONTENT_LENGTH"] = 1000
+    response = client.post("/_test/body", data=b"x" * 5000, content_type="application/octet-stream")
+    assert_envelope(response, 413, "FILE_TOO_LARGE")
+
+
+def test_api_error_renders_its_own_code_and_details(client):
+    detail = assert_envelope(client.get("/_test/api-error"), 502, "FAL_API_ERROR")
+    assert detail["details"] == {"attempt": 1}
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("5", 5),
+        (5, 5),
+        (" 7 ", 7),
+        ("0", None),
+        ("x", None),
+        (True, None),
+        ("1e3", None),
+        ("100001", None),
+    ],
+)
+def test_bounded_int(app, value, ok):
+    with app.test_request_context():
+        if ok is None:
+            with pytest.raises(ApiError) as raised:
+                params.bounded_int(value, "face_limit", 1, 100000)
+            assert raised.value.code == "VALIDATION_ERROR"
+            assert "face_limit" in raised.value.message
+        else:
+            assert params.bounded_int(value, "face_limit", 1, 100000) == ok

@@ -1,0 +1,52 @@
+"""Integration: the real server as `make run` starts it (gunicorn gthread), over HTTP."""
+
+import pytest
+import requests
+
+from tests.live_server import LiveServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def server(tmp_path):
+    """Start `make run` with no key configured, as a fresh install would."""
+    live = LiveServer(tmp_path / "instance").start()
+    yield live
+    live.stop()
+
+
+def test_liveness_readiness_and_authenticated_call(server):
+    liveness = requests.get(server.url("/api/v1/health/liveness"), timeout=5)
+    assert liveness.json()["status"] == "alive"
+    readiness = requests.get(server.url("/api/v1/health/readiness"), timeout=5)
+    assert readiness.status_code == 200 and readiness.json()["status"] == "ready"
+
+    key = server.dev_key()
+    anonymous = requests.get(server.url("/api/v1/models/available"), timeout=5)
+    assert anonymous.status_code == 401
+    assert anonymous.json()["detail"]["code"] == "AUTHENTICATION_REQUIRED"
+    authed = requests.get(
+        server.url("/api/v1/models/available"),
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=5,
+    )
+    assert authed.status_code == 200
+    assert {model["type"] for model in authed.json()} == {"tripo3d", "relief"}
+    assert authed.headers["X-RateLimit-Limit"] == "60"
+    assert server.log().count(key) == 1  # printed once, never logged again
+
+
+def test_served_by_gunicorn_gthread(server):
+    assert "Using worker: gthread" in server.log()
+    assert "Booting worker" in server.log()
+    metrics = requests.get(server.url("/api/v1/health/metrics"), timeout=5)
+    assert metrics.status_code == 200 and "image2model_http_request" in metrics.text
+
+
+def test_sigterm_stops_gracefully(tmp_path):
+    live = LiveServer(tmp_path / "instance").start()
+    live.stop(timeout=30)
+    assert not live.group_alive()
+    assert "Handling signal: term" in live.log()
+    assert "Shutting down: Master" in live.log()
