@@ -24,6 +24,7 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 def worker_exit(server, worker):
     """Stop the app's worker pool so in-flight state is left resumable."""
     app = getattr(worker, "wsgi", None)
-    pool = app.extensions.get("image2model.pool") if app is not None else None
-    if pool is not None:
-        pool.shutdown(wait=True)
+    if app is not None and hasattr(app, "extensions"):
+        from image2model.worker import shutdown
+
+        shutdown(app)

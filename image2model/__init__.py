@@ -32,7 +32,7 @@ def create_app(test_config=None):
         hops = int(app.config["PROXY_HOPS"])
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
-    from image2model import auth, db, errors, health, limits, metrics, pool
+    from image2model import auth, db, errors, events, health, limits, metrics, pool, worker
 
     errors.init_app(app)
     db.init_app(app)
@@ -41,12 +41,14 @@ def create_app(test_config=None):
     metrics.init_app(app)
     pool.init_app(app)
     health.init_app(app)
+    events.init_app(app)
 
-    from image2model.blueprints import admin, health, models
+    from image2model.blueprints import admin, health, models, status, upload
 
-    for blueprint in (health.bp, models.bp, admin.bp):
+    for blueprint in (health.bp, upload.bp, models.bp, status.bp, admin.bp):
         app.register_blueprint(blueprint)
     limits.exempt_blueprint(app, health.bp)
 
+    worker.init_app(app)
     app.extensions["image2model.ready"] = True
     return app

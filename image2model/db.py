@@ -20,6 +20,76 @@ MIGRATIONS = [
         revoked_at TEXT
     );
     """,
+    """
+    CREATE TABLE batches (
+        batch_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE files (
+        file_id TEXT PRIMARY KEY,
+        batch_id TEXT NOT NULL REFERENCES batches (batch_id),
+        owner TEXT NOT NULL,
+        filename TEXT NOT NULL,
+        stored_path TEXT NOT NULL,
+        content_type TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        width INTEGER NOT NULL,
+        height INTEGER NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE jobs (
+        job_id TEXT PRIMARY KEY,
+        task_id TEXT NOT NULL UNIQUE,
+        batch_id TEXT REFERENCES batches (batch_id),
+        owner TEXT NOT NULL,
+        model_type TEXT NOT NULL,
+        options TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        deleted_at REAL
+    );
+    CREATE TABLE generations (
+        id INTEGER PRIMARY KEY,
+        job_id TEXT NOT NULL REFERENCES jobs (job_id),
+        file_id TEXT NOT NULL REFERENCES files (file_id),
+        result_stem TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'queued',
+        progress REAL NOT NULL DEFAULT 0,
+        message TEXT,
+        fal_request_id TEXT,
+        fal_status_url TEXT,
+        fal_response_url TEXT,
+        fal_cancel_url TEXT,
+        fal_logs_seen INTEGER NOT NULL DEFAULT 0,
+        result_file TEXT,
+        preview_file TEXT,
+        error_code TEXT,
+        error_message TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        claimed_by TEXT,
+        lease_until REAL,
+        next_run_at REAL NOT NULL DEFAULT 0,
+        deadline_at REAL NOT NULL,
+        created_at REAL NOT NULL,
+        submitted_at REAL,
+        started_at REAL,
+        downloading_at REAL,
+        finished_at REAL,
+        updated_at REAL NOT NULL,
+        UNIQUE (job_id, result_stem)
+    );
+    CREATE INDEX generations_by_state ON generations (state, next_run_at);
+    CREATE INDEX generations_by_job ON generations (job_id);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id TEXT NOT NULL REFERENCES jobs (job_id),
+        type TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX events_by_job ON events (job_id, id);
+    CREATE INDEX files_by_batch ON files (batch_id);
+    """,
 ]
 
 BUSY_TIMEOUT_MS = 10_000

@@ -52,6 +52,20 @@ class WorkerPool:
             return self._run(fn, args, kwargs)
         return self._executor.submit(self._run, fn, args, kwargs)
 
+    def call(self, fn, *args, timeout=None, **kwargs):
+        """Run `fn` on the pool and wait for its result; its exception is raised here."""
+        if not self.alive:
+            raise RuntimeError("the worker pool is shutting down")
+        if self._executor is None:
+            return fn(*args, **kwargs)
+        with self._lock:
+            self._pending += 1
+        try:
+            return self._executor.submit(fn, *args, **kwargs).result(timeout=timeout)
+        finally:
+            with self._lock:
+                self._pending -= 1
+
     def _run(self, fn, args, kwargs):
         """Call `fn`, logging any exception, and count it finished."""
         try:

@@ -1,5 +1,6 @@
 """The data folder: every path is resolved here and checked to stay inside the instance folder."""
 
+import contextlib
 import os
 import shutil
 
@@ -45,3 +46,66 @@ def disk_usage(app, name):
         "directory_size_mb": round(own_bytes / (1024 * 1024), 3),
         "file_count": file_count,
     }
+
+
+class UnsafePath(ValueError):
+    """A name that would leave its directory (traversal, absolute, NUL, link out)."""
+
+
+def inside(base, *parts):
+    """Join `parts` under `base` and return the real path, refusing anything that leaves `base`."""
+    for part in parts:
+        if not part or "\x00" in part or "/" in part or "\\" in part or part in (".", ".."):
+            raise UnsafePath(f"unsafe path component {part!r}")
+    base_real = os.path.realpath(base)
+    candidate = os.path.realpath(os.path.join(base_real, *parts))
+    if os.path.commonpath([base_real, candidate]) != base_real or candidate == base_real:
+        raise UnsafePath("path leaves its directory")
+    return candidate
+
+
+def job_results_dir(app, job_id, create=False):
+    """Return the directory of a job's results (`results/{job_id}`)."""
+    path = inside(data_dir(app, "results"), job_id)
+    if create:
+        os.makedirs(path, exist_ok=True)
+    return path
+
+
+def batch_upload_dir(app, batch_id, create=False):
+    """Return the directory of a batch's uploaded files (`uploads/{batch_id}`)."""
+    path = inside(data_dir(app, "uploads"), batch_id)
+    if create:
+        os.makedirs(path, exist_ok=True)
+    return path
+
+
+def atomic_write(path, write):
+    """Write a file by calling `write(file)` on a temporary sibling, then rename it into place."""
+    directory, name = os.path.split(path)
+    temporary = os.path.join(directory, f".{name}.{os.getpid()}.{id(write):x}.part")
+    try:
+        with open(temporary, "xb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(temporary)
+        raise
+    return path
+
+
+def atomic_write_bytes(path, data):
+    """Write `data` to `path` atomically."""
+    return atomic_write(path, lambda handle: handle.write(data))
+
+
+def remove_tree(path):
+    """Remove a directory tree if it exists; return `(bytes, files)` it held."""
+    if not os.path.isdir(path):
+        return 0, 0
+    freed = directory_size(path)
+    shutil.rmtree(path, ignore_errors=True)
+    return freed

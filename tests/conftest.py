@@ -2,7 +2,7 @@
 
 import pytest
 
-from image2model import create_app
+from image2model import create_app, worker
 
 USER_KEY = "user-key-0123456789"
 OTHER_KEY = "other-key-0123456789"
@@ -32,7 +32,7 @@ def app(app_config):
     """Build an app on its own data folder."""
     application = create_app(app_config)
     yield application
-    application.extensions["image2model.pool"].shutdown()
+    worker.shutdown(application)
 
 
 @pytest.fixture

@@ -127,3 +127,4 @@ class LiveServer:
             pass
         wait_until(lambda: not self.group_alive(), 30, message="killed server to vanish")
         self.process.wait(timeout=5)
+        self._log_file.close()

@@ -1,15 +1,90 @@
-"""Model generation endpoints."""
+"""Model generation endpoints: the generator list, new jobs from uploaded files, job status."""
 
 from flask import Blueprint, current_app, jsonify
 
-from image2model import generators
-from image2model.auth import require_key
+from image2model import db, generators, jobs, options, params, uploads, worker
+from image2model.auth import current_principal, require_key
+from image2model.errors import ApiError
 
 bp = Blueprint("models", __name__, url_prefix="/api/v1/models")
 bp.before_request(require_key)
+
+# Typical wall time of one generation, for clients that show an estimate.
+ESTIMATED_SECONDS = {"tripo3d": 90, "relief": 5}
 
 
 @bp.get("/available")
 def available():
     """List the generators this server offers, with their formats and whether they can run."""
     return jsonify(generators.catalogue(current_app))
+
+
+@bp.post("/generate")
+def generate():
+    """Start a new single-file job from an earlier upload."""
+    body = params.json_object()
+    file_id = body.get("file_id")
+    if not isinstance(file_id, str) or not file_id:
+        raise ApiError("VALIDATION_ERROR", "file_id is required", {"field": "file_id"})
+    model_type = options.model_type(current_app, body.get("model_type"))
+    generation_options = options.parse(model_type, body)
+    conn = db.get_db()
+    file_row = uploads.find_file(conn, file_id, current_principal())
+    if file_row is None:
+        raise ApiError("NOT_FOUND", "No such file", {"file_id": file_id}, status=404)
+    with db.transaction(conn):
+        job_id, task_id = jobs.insert_job(
+            conn,
+            current_principal().owner,
+            model_type,
+            generation_options,
+            [file_row],
+            None,
+            current_app.config["JOB_TIMEOUT"],
+        )
+    worker.get_dispatcher(current_app).wake()
+    return {
+        "job_id": job_id,
+        "task_id": task_id,
+        "file_id": file_id,
+        "model_type": model_type,
+        "status": "queued",
+        "estimated_time": ESTIMATED_SECONDS[model_type],
+    }, 202
+
+
+@bp.get("/job/<job_id>")
+def job_status(job_id):
+    """Report a job's state, progress and, when done, where to download its model."""
+    conn = db.get_db()
+    job = jobs.find_job(conn, job_id, current_principal())
+    if job is None:
+        raise ApiError("NOT_FOUND", "No such job", {"job_id": job_id}, status=404)
+    generations = jobs.generations_of(conn, job_id)
+    figures = jobs.summary(generations)
+    done = [g for g in generations if g["state"] == "completed"]
+    errors = [
+        {"file_id": g["file_id"], "code": g["error_code"], "message": g["error_message"]}
+        for g in generations
+        if g["state"] == "failed"
+    ]
+    remaining = (
+        0
+        if figures["status"] in jobs.TERMINAL
+        else round(ESTIMATED_SECONDS[job["model_type"]] * (1 - figures["progress"] / 100))
+    )
+    return {
+        "job_id": job_id,
+        "task_id": job["task_id"],
+        "model_type": job["model_type"],
+        "status": figures["status"],
+        "progress": figures["progress"],
+        "total_files": figures["total_files"],
+        "completed_files": figures["completed_files"],
+        "failed_files": figures["failed_files"],
+        "model_url": jobs.download_url(job_id, done[0]["result_file"]) if done else None,
+        "model_urls": [jobs.download_url(job_id, g["result_file"]) for g in done],
+        "errors": errors,
+        "estimated_time_remaining": remaining,
+    }
+

@@ -1,0 +1,83 @@
+"""Upload endpoints: images in, a batch and its job out; file and batch status."""
+
+from flask import Blueprint, current_app, request
+
+from image2model import db, jobs, options, uploads, worker
+from image2model.auth import current_principal, require_key
+from image2model.errors import ApiError
+
+bp = Blueprint("upload", __name__, url_prefix="/api/v1/upload")
+bp.before_request(require_key)
+
+
+@bp.post("/", strict_slashes=False)
+def upload_files():
+    """Check every image, store them and start one job over the batch."""
+    model_type = options.model_type(current_app, request.form.get("model_type"))
+    generation_options = options.parse(model_type, request.form)
+    files = [f for f in request.files.getlist("files") if f.filename or f.stream]
+    facts = uploads.check_all(files, current_app.config)
+    batch_id, job_id, task_id, file_rows = uploads.store_batch(
+        current_app, current_principal(), files, facts, model_type, generation_options
+    )
+    worker.get_dispatcher(current_app).wake()
+    return {
+        "batch_id": batch_id,
+        "job_id": job_id,
+        "task_id": task_id,
+        "model_type": model_type,
+        "uploaded_files": [
+            {
+                "file_id": row["file_id"],
+                "filename": row["filename"],
+                "file_size": row["size"],
+                "content_type": row["content_type"],
+                "status": "uploaded",
+            }
+            for row in file_rows
+        ],
+        "face_limit": generation_options.get("face_limit"),
+        "total_files": len(file_rows),
+        "status": "uploaded",
+        "message": "Files uploaded successfully, processing started",
+    }, 201
+
+
+@bp.get("/status/<file_id>")
+def file_status(file_id):
+    """Report an uploaded file and the state of its latest generation."""
+    conn = db.get_db()
+    file_row = uploads.find_file(conn, file_id, current_principal())
+    if file_row is None:
+        raise ApiError("NOT_FOUND", "No such file", {"file_id": file_id}, status=404)
+    latest = conn.execute(
+        "SELECT g.state, g.progress, g.job_id FROM generations g JOIN jobs j USING (job_id)"
+        " WHERE g.file_id = ? AND j.deleted_at IS NULL ORDER BY g.id DESC LIMIT 1",
+        (file_id,),
+    ).fetchone()
+    return {
+        "file_id": file_id,
+        "filename": file_row["filename"],
+        "batch_id": file_row["batch_id"],
+        "status": "uploaded",
+        "processing_status": latest["state"] if latest else "pending",
+        "progress": round(latest["progress"], 2) if latest else 0,
+        "job_id": latest["job_id"] if latest else None,
+    }
+
+
+@bp.get("/batch/<batch_id>/status")
+def batch_status(batch_id):
+    """Report a batch's state and counts, derived from its generations."""
+    found = uploads.batch_files(db.get_db(), batch_id, current_principal())
+    if found is None:
+        raise ApiError("NOT_FOUND", "No such batch", {"batch_id": batch_id}, status=404)
+    _batch, generations = found
+    figures = jobs.summary(generations)
+    return {
+        "batch_id": batch_id,
+        **{
+            k: figures[k]
+            for k in ("status", "total_files", "completed_files", "failed_files", "progress")
+        },
+    }

@@ -1,0 +1,224 @@
+"""The `tripo3d` generator: FAL Tripo3D through fal-client's queue API, a short step at a time."""
+
+import base64
+import logging
+import os
+import re
+
+import fal_client
+import fal_client.client
+import httpx
+import requests
+
+from image2model import storage
+from image2model.convert import InvalidModelError, UnsupportedModelError, verify_glb
+
+logger = logging.getLogger(__name__)
+
+MODEL_ID = "tripo3d/tripo/v2.5/image-to-3d"
+MAX_RESULT_BYTES = 512 * 1024 * 1024
+PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)\s*%")
+
+
+class Retry(Exception):
+    """A transient failure worth trying again later."""
+
+
+def client_for(app):
+    """Return the app's fal-client, pointing storage at FAL_STORAGE_URL when one is set."""
+    client = app.extensions.get("image2model.fal")
+    if client is None:
+        if app.config["FAL_STORAGE_URL"]:
+            # fal-client has no setting for its storage hosts; a stand-in or proxy replaces both.
+            fal_client.client.REST_URL = app.config["FAL_STORAGE_URL"]
+            fal_client.client.CDN_URL = app.config["FAL_STORAGE_URL"]
+        client = fal_client.SyncClient(key=app.config["FAL_KEY"])
+        app.extensions["image2model.fal"] = client
+    return client
+
+
+def step(run):
+    """Advance a generation: submit it when queued, else poll it (re-attaching by request id)."""
+    try:
+        if run.row["fal_request_id"] is None:
+            submit(run)
+        else:
+            poll(run)
+    except Exception as error:
+        outcome = classify(error)
+        if outcome is None:
+            raise
+        retry, message = outcome
+        if not retry:
+            run.fail("FAL_API_ERROR", message)
+            return
+        attempts = run.row["attempts"] + 1
+        if attempts >= run.app.config["FAL_MAX_ATTEMPTS"]:
+            run.fail("FAL_API_ERROR", f"FAL did not answer after {attempts} attempts: {message}")
+            return
+        delay = min(30.0, run.app.config["FAL_RETRY_BASE"] * 2 ** (attempts - 1))
+        run.log(f"FAL error, retrying in {delay:.1f}s: {message}")
+        run.run_again_in(delay, attempts=attempts)
+
+
+def classify(error):
+    """Return `(retry, message)` for a FAL or network error, or None for our own bugs."""
+    if isinstance(error, fal_client.client.FalClientHTTPError):
+        message = detail_message(error.message)
+        if error.status_code in (401, 403):
+            return False, f"FAL rejected the credentials (HTTP {error.status_code})"
+        if error.status_code == 429 or error.status_code >= 500:
+            return True, f"HTTP {error.status_code}: {message}"
+        return False, f"FAL refused the request (HTTP {error.status_code}): {message}"
+    if isinstance(error, httpx.HTTPStatusError):
+        code = error.response.status_code
+        if code in (401, 403):
+            return False, f"FAL rejected the credentials (HTTP {code})"
+        return code == 429 or code >= 500, f"HTTP {code} from FAL"
+    if isinstance(error, (httpx.TransportError, requests.RequestException, Retry)):
+        return True, f"{type(error).__name__}: {error}"
+    if isinstance(error, (InvalidModelError, UnsupportedModelError)):
+        return False, f"FAL returned an unusable model: {error}"
+    return None
+
+
+def detail_message(detail):
+    """Return a readable message from FAL's `detail` (a string or a list of validation errors)."""
+    if isinstance(detail, list):
+        parts = []
+        for item in detail:
+            if isinstance(item, dict):
+                where = ".".join(str(p) for p in item.get("loc", []) if p != "body")
+                parts.append(f"{where}: {item.get('msg')}" if where else str(item.get("msg")))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return str(detail)
+
+
+def image_url(run, client):
+    """Return the image as FAL will read it: uploaded to fal storage, or an inline data URI."""
+    content_type = run.row["content_type"]
+    if run.app.config["FAL_UPLOAD"] == "inline":
+        with open(run.image_path, "rb") as handle:
+            encoded = base64.b64encode(handle.read()).decode("ascii")
+        return f"data:{content_type};base64,{encoded}"
+    with open(run.image_path, "rb") as handle:
+        return client.upload(handle.read(), content_type, file_name=run.row["filename"])
+
+
+def submit(run):
+    """Send the image and submit the request; store its id and URLs before anything else."""
+    client = client_for(run.app)
+    run.log("Sending the image to FAL", progress=2)
+    arguments = {"image_url": image_url(run, client), **run.options}
+    handle = client.submit(MODEL_ID, arguments=arguments)
+    run.transition(
+        "submitted",
+        progress=5,
+        fal_request_id=handle.request_id,
+        fal_status_url=handle.status_url,
+        fal_response_url=handle.response_url,
+        fal_cancel_url=handle.cancel_url,
+        attempts=0,
+    )
+    run.log(f"Submitted to FAL as request {handle.request_id}")
+    run.run_again_in(run.app.config["FAL_POLL_INTERVAL"])
+
+
+def handle_for(run):
+    """Re-attach to the stored FAL request by its id and URLs."""
+    row = run.row
+    return fal_client.SyncRequestHandle(
+        request_id=row["fal_request_id"],
+        response_url=row["fal_response_url"],
+        status_url=row["fal_status_url"],
+        cancel_url=row["fal_cancel_url"],
+        client=client_for(run.app)._client,
+    )
+
+
+def poll(run):
+    """Ask FAL for the request's status; turn it into progress and logs, or fetch the result."""
+    handle = handle_for(run)
+    status = handle.status(with_logs=True)
+    if isinstance(status, fal_client.Queued):
+        run.transition(
+            "submitted",
+            progress=max(5.0, 10.0 - status.position),
+            message=f"Waiting in FAL's queue (position {status.position})",
+        )
+    elif isinstance(status, fal_client.InProgress):
+        progress = record_logs(run, status.logs, 15.0)
+        run.transition("processing", progress=progress, message="Generating on FAL")
+    elif isinstance(status, fal_client.Completed):
+        record_logs(run, status.logs, 88.0)
+        if status.error:
+            run.fail("FAL_API_ERROR", f"FAL could not generate the model: {status.error}")
+            return
+        run.transition("downloading", progress=90, message="Downloading the result")
+        fetch_result(run, handle)
+        return
+    run.run_again_in(run.app.config["FAL_POLL_INTERVAL"], attempts=0)
+
+
+def record_logs(run, logs, floor):
+    """Emit FAL log lines not seen yet; return the progress they imply (15-88)."""
+    logs = logs or []
+    seen = run.row["fal_logs_seen"]
+    progress = max(floor, run.row["progress"])
+    for entry in logs[seen:]:
+        message = str(entry.get("message", "")) if isinstance(entry, dict) else str(entry)
+        match = PERCENT.search(message)
+        if match:
+            progress = max(progress, 15.0 + min(100.0, float(match.group(1))) * 0.73)
+        run.log(message, progress=progress)
+    if len(logs) > seen:
+        run.update(fal_logs_seen=len(logs))
+    return progress
+
+
+def fetch_result(run, handle):
+    """Fetch the output, download mesh and preview at once, verify and store them."""
+    output = handle.get(interval=0)
+    mesh = output.get("model_mesh") or output.get("base_model")
+    if not mesh or not mesh.get("url"):
+        run.fail("FAL_API_ERROR", "FAL's result has no model_mesh to download")
+        return
+    directory = storage.job_results_dir(run.app, run.row["job_id"], create=True)
+    stem = run.row["result_stem"]
+    result_file = f"{stem}.glb"
+    download(mesh["url"], os.path.join(directory, result_file), verify=verify_glb)
+    preview_file = None
+    preview = output.get("rendered_image")
+    if preview and preview.get("url"):
+        preview_file = f"{stem}.webp"
+        download(preview["url"], os.path.join(directory, preview_file))
+    run.transition(
+        "completed",
+        progress=100,
+        message="Model ready",
+        result_file=result_file,
+        preview_file=preview_file,
+    )
+
+
+def download(url, path, verify=None):
+    """Stream a URL into `path` atomically, checking it with `verify(temp path)` first."""
+
+    def write(handle):
+        with requests.get(url, stream=True, timeout=(10, 120)) as response:
+            if response.status_code >= 500 or response.status_code == 429:
+                raise Retry(f"HTTP {response.status_code} downloading the result")
+            response.raise_for_status()
+            received = 0
+            for chunk in response.iter_content(chunk_size=1024 * 1024):
+                received += len(chunk)
+                if received > MAX_RESULT_BYTES:
+                    raise InvalidModelError("the result is larger than this server accepts")
+                handle.write(chunk)
+        handle.flush()
+        if verify is not None:
+            verify(handle.name)
+
+    storage.atomic_write(path, write)

@@ -1,0 +1,219 @@
+"""Jobs and their generations: identifiers, creation, the state machine and derived states."""
+
+import json
+import secrets
+import time
+from datetime import UTC, datetime
+
+from image2model import db, events
+
+TERMINAL = ("completed", "failed", "cancelled")
+IN_FLIGHT = ("submitted", "processing", "downloading")
+STATES = ("queued", *IN_FLIGHT, *TERMINAL)
+# Which timestamp column each state stamps when it is entered.
+STAMPS = {
+    "submitted": "submitted_at",
+    "processing": "started_at",
+    "downloading": "downloading_at",
+    "completed": "finished_at",
+    "failed": "finished_at",
+    "cancelled": "finished_at",
+}
+
+
+def new_id(prefix):
+    """Return an unguessable identifier (96 random bits) with a readable prefix."""
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def new_batch_id():
+    """Return a batch id in the contract's `batch_YYYYMMDD_HHMMSS_...` shape."""
+    return f"batch_{datetime.now(UTC):%Y%m%d_%H%M%S}_{secrets.token_hex(12)}"
+
+
+def unique_stems(filenames):
+    """Return one result name stem per file, made unique within the job (`chair`, `chair-2`)."""
+    stems, seen = [], set()
+    for filename in filenames:
+        base = "".join(c if c.isalnum() or c in "-_" else "_" for c in filename.rsplit(".", 1)[0])
+        base = base.strip("._")[:80] or "model"
+        stem, number = base, 2
+        while stem.lower() in seen:
+            stem, number = f"{base}-{number}", number + 1
+        seen.add(stem.lower())
+        stems.append(stem)
+    return stems
+
+
+def insert_job(conn, owner, model_type, options, file_rows, batch_id, timeout_s):
+    """Insert a job with one queued generation per file; the caller holds the transaction."""
+    now = time.time()
+    job_id, task_id = new_id("job"), new_id("task")
+    conn.execute(
+        "INSERT INTO jobs (job_id, task_id, batch_id, owner, model_type, options, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (job_id, task_id, batch_id, owner, model_type, json.dumps(options, sort_keys=True), now),
+    )
+    for file_row, stem in zip(
+        file_rows, unique_stems([f["filename"] for f in file_rows]), strict=True
+    ):
+        conn.execute(
+            "INSERT INTO generations (job_id, file_id, result_stem, deadline_at, created_at,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (job_id, file_row["file_id"], stem, now + timeout_s, now, now),
+        )
+    events.record(conn, job_id, "progress", job_snapshot(conn, job_id))
+    return job_id, task_id
+
+
+def find_job(conn, job_id, principal):
+    """Return the job row if it exists, is not deleted and the principal may see it."""
+    row = conn.execute(
+        "SELECT * FROM jobs WHERE job_id = ? AND deleted_at IS NULL", (job_id,)
+    ).fetchone()
+    if row is None or not (principal.is_admin or row["owner"] == principal.owner):
+        return None
+    return row
+
+
+def find_job_by_task(conn, task_id, principal):
+    """Return the job row behind a task id, with the same visibility rule as find_job."""
+    row = conn.execute("SELECT job_id FROM jobs WHERE task_id = ?", (task_id,)).fetchone()
+    return find_job(conn, row["job_id"], principal) if row else None
+
+
+def generations_of(conn, job_id):
+    """Return the job's generations with their file's original name, in upload order."""
+    return conn.execute(
+        "SELECT g.*, f.filename, f.stored_path, f.content_type FROM generations g"
+        " JOIN files f ON f.file_id = g.file_id WHERE g.job_id = ? ORDER BY g.id",
+        (job_id,),
+    ).fetchall()
+
+
+def job_state(states):
+    """Derive a job's (or batch's) state from its generations' states."""
+    if not states:
+        return "queued"
+    if not all(state in TERMINAL for state in states):
+        return "queued" if all(state == "queued" for state in states) else "processing"
+    if "completed" in states:
+        return "completed"
+    return "cancelled" if all(state == "cancelled" for state in states) else "failed"
+
+
+def file_entry(generation):
+    """Return the per-file record shown in progress maps and events."""
+    entry = {
+        "status": generation["state"],
+        "progress": round(generation["progress"], 2),
+        "filename": generation["filename"],
+    }
+    if generation["message"]:
+        entry["message"] = generation["message"]
+    if generation["state"] == "failed":
+        entry["error"] = {"code": generation["error_code"], "message": generation["error_message"]}
+    if generation["result_file"]:
+        entry["model_url"] = download_url(generation["job_id"], generation["result_file"])
+    return entry
+
+
+def summary(generations):
+    """Return the aggregate figures of a set of generations."""
+    states = [g["state"] for g in generations]
+    total = len(generations)
+    return {
+        "status": job_state(states),
+        "total_files": total,
+        "completed_files": states.count("completed"),
+        "failed_files": states.count("failed") + states.count("cancelled"),
+        "progress": round(sum(g["progress"] for g in generations) / total, 2) if total else 0.0,
+    }
+
+
+def job_snapshot(conn, job_id):
+    """Return the job's current status with its per-file map (the body of progress events)."""
+    generations = generations_of(conn, job_id)
+    return {**summary(generations), "files": {g["file_id"]: file_entry(g) for g in generations}}
+
+
+def download_url(job_id, filename):
+    """Return this server's download path of a stored result file."""
+    return f"/api/v1/download/{job_id}/{filename}"
+
+
+def transition(conn, generation_id, state, progress=None, **fields):
+    """Move a generation to `state` unless already terminal, recording the event; True if moved."""
+    now = time.time()
+    assignments = {"state": state, "updated_at": now, **fields}
+    if state in STAMPS:
+        assignments[STAMPS[state]] = now
+    if state in TERMINAL:
+        assignments.update(claimed_by=None, lease_until=None)
+    columns = ", ".join(f"{name} = ?" for name in assignments)
+    values = list(assignments.values())
+    if progress is not None:
+        # Progress only moves forward.
+        columns += ", progress = MAX(progress, ?)"
+        values.append(progress)
+    with db.transaction(conn):
+        cursor = conn.execute(
+            f"UPDATE generations SET {columns} WHERE id = ? AND state NOT IN (?, ?, ?)",
+            (*values, generation_id, *TERMINAL),
+        )
+        if cursor.rowcount != 1:
+            return False
+        job_id = conn.execute(
+            "SELECT job_id FROM generations WHERE id = ?", (generation_id,)
+        ).fetchone()["job_id"]
+        snapshot = job_snapshot(conn, job_id)
+        events.record(conn, job_id, "progress", snapshot)
+        if snapshot["status"] in TERMINAL:
+            events.record(conn, job_id, *terminal_event(conn, job_id, snapshot))
+    return True
+
+
+def terminal_event(conn, job_id, snapshot):
+    """Return `(type, payload)` of the event that ends a job's stream."""
+    completed = [g for g in generations_of(conn, job_id) if g["state"] == "completed"]
+    if completed:
+        result = "success" if len(completed) == snapshot["total_files"] else "partial"
+        return "completed", {
+            **snapshot,
+            "result": result,
+            "model_url": download_url(job_id, completed[0]["result_file"]),
+        }
+    errors = [f.get("error", {}).get("message") for f in snapshot["files"].values()]
+    message = next((e for e in errors if e), "Every file of the job was cancelled")
+    return "error", {**snapshot, "error": message}
+
+
+def log(conn, generation_id, message, progress=None):
+    """Record a log line (and optional progress) for a generation that is still running."""
+    with db.transaction(conn):
+        row = conn.execute(
+            "SELECT job_id, file_id, state FROM generations WHERE id = ?", (generation_id,)
+        ).fetchone()
+        if row is None or row["state"] in TERMINAL:
+            return
+        if progress is not None:
+            conn.execute(
+                "UPDATE generations SET progress = MAX(progress, ?), message = ?,"
+                " updated_at = ? WHERE id = ?",
+                (progress, message, time.time(), generation_id),
+            )
+        events.record(conn, row["job_id"], "log", {"file_id": row["file_id"], "message": message})
+        if progress is not None:
+            events.record(conn, row["job_id"], "progress", job_snapshot(conn, row["job_id"]))
+
+
+def update(conn, generation_id, **fields):
+    """Set columns of a running generation without a state change (request ids, schedule)."""
+    columns = ", ".join(f"{name} = ?" for name in fields)
+    with db.transaction(conn):
+        cursor = conn.execute(
+            f"UPDATE generations SET {columns}, updated_at = ? WHERE id = ?"
+            " AND state NOT IN (?, ?, ?)",
+            (*fields.values(), time.time(), generation_id, *TERMINAL),
+        )
+    return cursor.rowcount == 1

@@ -1,0 +1,178 @@
+"""Uploaded images: checked by content, stored atomically, recorded with their job."""
+
+import os
+import shutil
+import time
+
+from PIL import Image, UnidentifiedImageError
+
+from image2model import db, jobs, storage
+from image2model.errors import ApiError
+
+FORMATS = {"JPEG": ("jpg", "image/jpeg"), "PNG": ("png", "image/png")}
+
+
+def _size_of(stream):
+    """Return the stream's length in bytes, leaving it at the start."""
+    stream.seek(0, os.SEEK_END)
+    size = stream.tell()
+    stream.seek(0)
+    return size
+
+
+def inspect(upload, max_size, max_pixels):
+    """Return `(problem, facts)` for one uploaded file; problem is None when it is acceptable."""
+    size = _size_of(upload.stream)
+    if size == 0:
+        return "empty file", None
+    if size > max_size:
+        return "too_large", {"size": size}
+    try:
+        with Image.open(upload.stream) as image:
+            if image.format not in FORMATS:
+                return f"not a JPEG or PNG image (found {image.format})", None
+            width, height = image.size
+            if width < 1 or height < 1 or width * height > max_pixels:
+                return f"image is {width}x{height}: at most {max_pixels} pixels allowed", None
+            image.load()  # a full decode catches truncated and corrupt files
+    except (UnidentifiedImageError, Image.DecompressionBombError):
+        return "not a decodable JPEG or PNG image", None
+    except (OSError, SyntaxError, ValueError) as error:
+        return f"image data is corrupt or truncated ({type(error).__name__})", None
+    finally:
+        upload.stream.seek(0)
+    extension, content_type = FORMATS[image.format]
+    return None, {
+        "size": size,
+        "width": width,
+        "height": height,
+        "extension": extension,
+        "content_type": content_type,
+    }
+
+
+def check_all(uploads, config):
+    """Inspect every file; raise 413 or 400 naming each bad file, else return their facts."""
+    if not uploads:
+        raise ApiError(
+            "VALIDATION_ERROR",
+            "No files were sent: use the multipart field 'files'",
+            {"field": "files"},
+        )
+    if len(uploads) > config["MAX_FILES"]:
+        raise ApiError(
+            "VALIDATION_ERROR",
+            f"At most {config['MAX_FILES']} files per upload",
+            {"total_files": len(uploads), "max_files": config["MAX_FILES"]},
+        )
+    too_large, problems, facts = {}, {}, []
+    for index, upload in enumerate(uploads):
+        label = upload.filename or f"file #{index + 1}"
+        problem, file_facts = inspect(upload, config["MAX_FILE_SIZE"], config["MAX_IMAGE_PIXELS"])
+        if problem == "too_large":
+            too_large[label] = file_facts["size"]
+        elif problem:
+            problems[label] = problem
+        facts.append(file_facts)
+    if too_large:
+        raise ApiError(
+            "FILE_TOO_LARGE",
+            f"Files may be at most {config['MAX_FILE_SIZE']} bytes",
+            {"files": too_large, "max_file_size": config["MAX_FILE_SIZE"]},
+            status=413,
+        )
+    if problems:
+        raise ApiError(
+            "VALIDATION_ERROR",
+            "Some files are not acceptable images",
+            {"files": problems, "allowed_formats": ["jpg", "jpeg", "png"]},
+        )
+    return facts
+
+
+def original_name(upload, index):
+    """Return the client's file name without any directory part."""
+    name = os.path.basename((upload.filename or "").replace("\\", "/")).strip()
+    return name[:255] or f"image-{index + 1}"
+
+
+def store_batch(app, principal, uploads, facts, model_type, options):
+    """Write the files and record batch, files, job and generations together; all or nothing."""
+    batch_id = jobs.new_batch_id()
+    directory = storage.batch_upload_dir(app, batch_id, create=True)
+    file_rows = []
+    try:
+        for index, (upload, file_facts) in enumerate(zip(uploads, facts, strict=True)):
+            file_id = jobs.new_id("file")
+            stored_name = f"{file_id}.{file_facts['extension']}"
+            storage.atomic_write(
+                os.path.join(directory, stored_name),
+                lambda handle, u=upload: shutil.copyfileobj(u.stream, handle),
+            )
+            file_rows.append(
+                {
+                    "file_id": file_id,
+                    "filename": original_name(upload, index),
+                    "stored_path": os.path.join("uploads", batch_id, stored_name),
+                    **file_facts,
+                }
+            )
+        conn = db.get_db()
+        with db.transaction(conn):
+            now = time.time()
+            conn.execute(
+                "INSERT INTO batches (batch_id, owner, created_at) VALUES (?, ?, ?)",
+                (batch_id, principal.owner, now),
+            )
+            for row in file_rows:
+                conn.execute(
+                    "INSERT INTO files (file_id, batch_id, owner, filename, stored_path,"
+                    " content_type, size, width, height, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        row["file_id"],
+                        batch_id,
+                        principal.owner,
+                        row["filename"],
+                        row["stored_path"],
+                        row["content_type"],
+                        row["size"],
+                        row["width"],
+                        row["height"],
+                        now,
+                    ),
+                )
+            job_id, task_id = jobs.insert_job(
+                conn,
+                principal.owner,
+                model_type,
+                options,
+                file_rows,
+                batch_id,
+                app.config["JOB_TIMEOUT"],
+            )
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return batch_id, job_id, task_id, file_rows
+
+
+def find_file(conn, file_id, principal):
+    """Return a file row the principal may see, or None."""
+    row = conn.execute("SELECT * FROM files WHERE file_id = ?", (file_id,)).fetchone()
+    if row is None or not (principal.is_admin or row["owner"] == principal.owner):
+        return None
+    return row
+
+
+def batch_files(conn, batch_id, principal):
+    """Return a batch's rows `(batch, generations of its upload job)` or None if not visible."""
+    batch = conn.execute("SELECT * FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+    if batch is None or not (principal.is_admin or batch["owner"] == principal.owner):
+        return None
+    job = conn.execute(
+        "SELECT job_id FROM jobs WHERE batch_id = ? AND deleted_at IS NULL"
+        " ORDER BY created_at LIMIT 1",
+        (batch_id,),
+    ).fetchone()
+    return batch, (jobs.generations_of(conn, job["job_id"]) if job else [])

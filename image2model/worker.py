@@ -1,0 +1,249 @@
+"""The dispatcher: claims due generations in SQLite and runs their next step on the pool."""
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+
+import psutil
+
+from image2model import db, events, jobs
+from image2model.pool import get_pool
+
+logger = logging.getLogger(__name__)
+
+LEASE_SECONDS = 300
+IDLE_WAIT = 30.0
+
+
+def worker_identity():
+    """Return this process's claim owner: host, pid and process start time (pid reuse safe)."""
+    process = psutil.Process()
+    return f"{socket.gethostname()}:{process.pid}:{process.create_time():.3f}"
+
+
+def owner_is_dead(owner):
+    """Return True if a claim owner on this host no longer runs."""
+    host, _, rest = owner.partition(":")
+    pid_text, _, started = rest.partition(":")
+    if host != socket.gethostname():
+        return False  # another machine's claim expires by its lease
+    try:
+        return f"{psutil.Process(int(pid_text)).create_time():.3f}" != started
+    except (psutil.NoSuchProcess, ValueError):
+        return True
+
+
+class GenerationRun:
+    """One step of one generation, with the state operations a generator may call."""
+
+    def __init__(self, app, conn, row):
+        self.app = app
+        self.conn = conn
+        self.row = row
+        self.id = row["id"]
+        self.options = json.loads(row["options"])
+
+    @property
+    def image_path(self):
+        """Return the absolute path of the uploaded image."""
+        return os.path.join(self.app.instance_path, self.row["stored_path"])
+
+    def _notify(self, changed):
+        events.notifier(self.app).notify()
+        return changed
+
+    def transition(self, state, progress=None, **fields):
+        """Move to a new state (ignored once terminal) and wake streams."""
+        return self._notify(jobs.transition(self.conn, self.id, state, progress, **fields))
+
+    def log(self, message, progress=None):
+        """Record a log line and optional progress."""
+        jobs.log(self.conn, self.id, message, progress)
+        self._notify(True)
+
+    def update(self, **fields):
+        """Store fields (request ids, counters) of a running generation."""
+        return jobs.update(self.conn, self.id, **fields)
+
+    def run_again_in(self, seconds, **fields):
+        """Schedule the next step of this generation."""
+        return self.update(next_run_at=time.time() + seconds, **fields)
+
+    def fail(self, code, message):
+        """End the generation as failed with a code and a human message."""
+        logger.warning("Generation %s failed: %s %s", self.id, code, message)
+        return self.transition("failed", error_code=code, error_message=message)
+
+
+class Dispatcher:
+    """A thread that finds due work, claims it and hands it to the pool; woken on change."""
+
+    def __init__(self, app, generators):
+        self.app = app
+        self.generators = generators
+        self.identity = worker_identity()
+        self.connections = app.extensions["db.threads"]
+        self.pool = get_pool(app)
+        self._wake = threading.Event()
+        self._thread = None
+
+    def start(self):
+        """Release dead owners' claims and start dispatching."""
+        self.release_dead_claims()
+        if self.pool.size == 0:
+            return  # inline mode: tests call run_due() themselves
+        self._thread = threading.Thread(
+            target=self.loop, name="image2model-dispatcher", daemon=True
+        )
+        self._thread.start()
+
+    def wake(self):
+        """Make the dispatcher look for work now."""
+        self._wake.set()
+
+    def loop(self):
+        """Dispatch until the pool stops; one failure never ends the loop."""
+        while not self.pool.stopping.is_set():
+            try:
+                wait = self.run_due()
+            except Exception:
+                logger.exception("Dispatcher pass failed")
+                wait = 1.0
+            self._wake.wait(timeout=wait)
+            self._wake.clear()
+
+    def release_dead_claims(self):
+        """Free claims held by processes of this host that no longer exist."""
+        conn = self.connections.get()
+        owners = [
+            row[0]
+            for row in conn.execute(
+                "SELECT DISTINCT claimed_by FROM generations WHERE claimed_by IS NOT NULL"
+            )
+        ]
+        for owner in filter(owner_is_dead, owners):
+            with db.transaction(conn):
+                conn.execute(
+                    "UPDATE generations SET claimed_by = NULL, lease_until = NULL"
+                    " WHERE claimed_by = ?",
+                    (owner,),
+                )
+            logger.info("Released claims of dead worker %s", owner)
+
+    def run_due(self):
+        """Fail overdue generations, start due ones; return seconds until the next due time."""
+        conn = self.connections.get()
+        now = time.time()
+        self.expire_overdue(conn, now)
+        in_flight = conn.execute(
+            "SELECT COUNT(*) FROM generations WHERE state IN (?, ?, ?)", jobs.IN_FLIGHT
+        ).fetchone()[0]
+        free_submits = max(0, int(self.app.config["MAX_FAL_IN_FLIGHT"]) - in_flight)
+        rows = conn.execute(
+            "SELECT g.id, g.state, j.model_type FROM generations g JOIN jobs j USING (job_id)"
+            " WHERE g.state NOT IN (?, ?, ?) AND g.next_run_at <= ?"
+            " AND (g.claimed_by IS NULL OR g.lease_until < ?) ORDER BY g.next_run_at, g.id",
+            (*jobs.TERMINAL, now, now),
+        ).fetchall()
+        for row in rows:
+            if row["state"] == "queued" and row["model_type"] == "tripo3d":
+                if free_submits == 0:
+                    continue
+                free_submits -= 1
+            if self.claim(conn, row["id"], now):
+                self.pool.submit(self.run_step, row["id"])
+        upcoming = conn.execute(
+            "SELECT MIN(MIN(next_run_at), MIN(deadline_at)) FROM generations"
+            " WHERE state NOT IN (?, ?, ?) AND claimed_by IS NULL",
+            jobs.TERMINAL,
+        ).fetchone()[0]
+        return IDLE_WAIT if upcoming is None else min(IDLE_WAIT, max(0.01, upcoming - time.time()))
+
+    def expire_overdue(self, conn, now):
+        """Fail every unfinished generation past its deadline with TIMEOUT."""
+        overdue = conn.execute(
+            "SELECT id FROM generations WHERE state NOT IN (?, ?, ?) AND deadline_at < ?",
+            (*jobs.TERMINAL, now),
+        ).fetchall()
+        for row in overdue:
+            message = "The generation did not finish before its deadline"
+            if jobs.transition(
+                conn, row["id"], "failed", error_code="TIMEOUT", error_message=message
+            ):
+                logger.warning("Generation %s timed out", row["id"])
+                events.notifier(self.app).notify()
+
+    def claim(self, conn, generation_id, now):
+        """Take the lease of a generation; return False if another owner holds it."""
+        with db.transaction(conn):
+            cursor = conn.execute(
+                "UPDATE generations SET claimed_by = ?, lease_until = ? WHERE id = ?"
+                " AND (claimed_by IS NULL OR lease_until < ?)",
+                (self.identity, now + LEASE_SECONDS, generation_id, now),
+            )
+        return cursor.rowcount == 1
+
+    def run_step(self, generation_id):
+        """Run one step of a generation; any exception ends it as failed, never silently."""
+        conn = self.connections.get()
+        try:
+            row = conn.execute(
+                "SELECT g.*, j.model_type, j.options, f.stored_path, f.filename, f.content_type"
+                " FROM generations g"
+                " JOIN jobs j USING (job_id) JOIN files f USING (file_id) WHERE g.id = ?",
+                (generation_id,),
+            ).fetchone()
+            if row is None or row["state"] in jobs.TERMINAL:
+                return
+            run = GenerationRun(self.app, conn, row)
+            try:
+                self.generators[row["model_type"]](run)
+            except Exception:
+                logger.exception("Generation %s failed unexpectedly", generation_id)
+                run.fail("PROCESSING_ERROR", "Internal processing error")
+        finally:
+            with db.transaction(conn):
+                conn.execute(
+                    "UPDATE generations SET claimed_by = NULL, lease_until = NULL"
+                    " WHERE id = ? AND claimed_by = ?",
+                    (generation_id, self.identity),
+                )
+            self.wake()
+
+    def stop(self):
+        """Stop dispatching and hand back every claim this process holds."""
+        self.pool.stopping.set()
+        self.wake()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        conn = self.connections.get()
+        with db.transaction(conn):
+            conn.execute(
+                "UPDATE generations SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = ?",
+                (self.identity,),
+            )
+
+
+def init_app(app):
+    """Create and start the dispatcher with the generators this server has."""
+    from image2model.generators import local, tripo3d
+
+    dispatcher = Dispatcher(app, {"tripo3d": tripo3d.step, "relief": local.step})
+    app.extensions["image2model.dispatcher"] = dispatcher
+    dispatcher.start()
+
+
+def get_dispatcher(app):
+    """Return the app's dispatcher."""
+    return app.extensions["image2model.dispatcher"]
+
+
+def shutdown(app):
+    """Stop dispatching, let running steps finish, and hand back this process's claims."""
+    dispatcher = app.extensions.get("image2model.dispatcher")
+    get_pool(app).shutdown(wait=True)
+    if dispatcher is not None:
+        dispatcher.stop()
