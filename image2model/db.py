@@ -94,6 +94,24 @@ MIGRATIONS = [
 
 BUSY_TIMEOUT_MS = 10_000
 
+# One writer at a time per database file within this process: threads queue on a lock that wakes
+# them at once, instead of on SQLite's busy handler, which sleeps in growing steps.
+_write_locks = {}
+_write_locks_guard = threading.Lock()
+
+
+class Connection(sqlite3.Connection):
+    """A connection that knows the in-process write lock of its database file."""
+
+    write_lock: threading.Lock
+
+
+def _write_lock_for(path):
+    """Return the process-wide write lock of a database file."""
+    key = os.path.realpath(path)
+    with _write_locks_guard:
+        return _write_locks.setdefault(key, threading.RLock())
+
 
 def database_path(app):
     """Return the absolute path of the app's SQLite file."""
@@ -103,8 +121,13 @@ def database_path(app):
 def connect(path):
     """Open a connection in autocommit mode with WAL, a busy timeout and foreign keys."""
     conn = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+        path,
+        timeout=BUSY_TIMEOUT_MS / 1000,
+        isolation_level=None,
+        check_same_thread=False,
+        factory=Connection,
     )
+    conn.write_lock = _write_lock_for(path)
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA journal_mode = WAL")
@@ -116,13 +139,14 @@ def connect(path):
 @contextlib.contextmanager
 def transaction(conn):
     """Run the block in one IMMEDIATE transaction: commit on success, roll back on error."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    with conn.write_lock:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
 
 def get_db():

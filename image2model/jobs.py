@@ -137,6 +137,13 @@ def job_snapshot(conn, job_id):
     return {**summary(generations), "files": {g["file_id"]: file_entry(g) for g in generations}}
 
 
+def progress_event(conn, job_id, generation_id):
+    """Return a progress event body: the job's figures and the one file that changed."""
+    generations = generations_of(conn, job_id)
+    changed = [g for g in generations if g["id"] == generation_id]
+    return {**summary(generations), "files": {g["file_id"]: file_entry(g) for g in changed}}
+
+
 def download_url(job_id, filename):
     """Return this server's download path of a stored result file."""
     return f"/api/v1/download/{job_id}/{filename}"
@@ -146,12 +153,14 @@ def transition(conn, generation_id, state, progress=None, **fields):
     """Move a generation to `state` unless already terminal, recording the event; True if moved."""
     now = time.time()
     assignments = {"state": state, "updated_at": now, **fields}
-    if state in STAMPS:
-        assignments[STAMPS[state]] = now
     if state in TERMINAL:
         assignments.update(claimed_by=None, lease_until=None)
     columns = ", ".join(f"{name} = ?" for name in assignments)
     values = list(assignments.values())
+    if state in STAMPS:
+        # A state's timestamp records when it was first entered.
+        columns += f", {STAMPS[state]} = COALESCE({STAMPS[state]}, ?)"
+        values.append(now)
     if progress is not None:
         # Progress only moves forward.
         columns += ", progress = MAX(progress, ?)"
@@ -166,9 +175,10 @@ def transition(conn, generation_id, state, progress=None, **fields):
         job_id = conn.execute(
             "SELECT job_id FROM generations WHERE id = ?", (generation_id,)
         ).fetchone()["job_id"]
-        snapshot = job_snapshot(conn, job_id)
-        events.record(conn, job_id, "progress", snapshot)
-        if snapshot["status"] in TERMINAL:
+        progress_body = progress_event(conn, job_id, generation_id)
+        events.record(conn, job_id, "progress", progress_body)
+        if progress_body["status"] in TERMINAL:
+            snapshot = job_snapshot(conn, job_id)
             events.record(conn, job_id, *terminal_event(conn, job_id, snapshot))
     return True
 
@@ -188,23 +198,30 @@ def terminal_event(conn, job_id, snapshot):
     return "error", {**snapshot, "error": message}
 
 
-def log(conn, generation_id, message, progress=None):
-    """Record a log line (and optional progress) for a generation that is still running."""
+def log(conn, generation_id, messages, progress=None, **fields):
+    """Record log lines, optional progress and fields of a still-running generation at once."""
     with db.transaction(conn):
         row = conn.execute(
             "SELECT job_id, file_id, state FROM generations WHERE id = ?", (generation_id,)
         ).fetchone()
         if row is None or row["state"] in TERMINAL:
             return
+        for message in messages:
+            line = {"file_id": row["file_id"], "message": message}
+            events.record(conn, row["job_id"], "log", line)
+        if fields:
+            columns = ", ".join(f"{name} = ?" for name in fields)
+            conn.execute(
+                f"UPDATE generations SET {columns} WHERE id = ?", (*fields.values(), generation_id)
+            )
         if progress is not None:
             conn.execute(
                 "UPDATE generations SET progress = MAX(progress, ?), message = ?,"
                 " updated_at = ? WHERE id = ?",
-                (progress, message, time.time(), generation_id),
+                (progress, messages[-1] if messages else None, time.time(), generation_id),
             )
-        events.record(conn, row["job_id"], "log", {"file_id": row["file_id"], "message": message})
-        if progress is not None:
-            events.record(conn, row["job_id"], "progress", job_snapshot(conn, row["job_id"]))
+            body = progress_event(conn, row["job_id"], generation_id)
+            events.record(conn, row["job_id"], "progress", body)
 
 
 def update(conn, generation_id, **fields):

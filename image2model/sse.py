@@ -7,6 +7,16 @@ from image2model import db, events
 
 RETRY_MS = 3000
 TERMINAL_EVENTS = ("completed", "error")
+PAGE = 500
+
+
+def already_ended(conn, job_id, last_id):
+    """Return True if the client has already received the job's terminal event."""
+    row = conn.execute(
+        "SELECT MIN(id) FROM events WHERE job_id = ? AND type IN (?, ?)",
+        (job_id, *TERMINAL_EVENTS),
+    ).fetchone()
+    return row[0] is not None and row[0] <= last_id
 
 
 def stream(app, job_id, task_id, last_id, timeout, heartbeat):
@@ -20,7 +30,8 @@ def stream(app, job_id, task_id, last_id, timeout, heartbeat):
         while True:
             # Read the version before the rows, so a change between the two is not missed.
             seen_version = notifier.version
-            for row in events.after(conn, job_id, last_id):
+            rows = events.after(conn, job_id, last_id, PAGE)
+            for row in rows:
                 payload = {
                     **json.loads(row["payload"]),
                     "type": row["type"],
@@ -31,6 +42,8 @@ def stream(app, job_id, task_id, last_id, timeout, heartbeat):
                 yield events.format_sse(row["id"], payload)
                 if row["type"] in TERMINAL_EVENTS:
                     return
+            if len(rows) == PAGE:
+                continue  # more history to replay before waiting
             now = time.monotonic()
             if now >= deadline:
                 yield ": stream timeout reached\n\n"

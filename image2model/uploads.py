@@ -3,13 +3,19 @@
 import os
 import shutil
 import time
+import warnings
 
 from PIL import Image, UnidentifiedImageError
 
 from image2model import db, jobs, storage
 from image2model.errors import ApiError
 
-FORMATS = {"JPEG": ("jpg", "image/jpeg"), "PNG": ("png", "image/png")}
+# Phone cameras write JPEGs with extra embedded images, which Pillow names MPO.
+FORMATS = {
+    "JPEG": ("jpg", "image/jpeg"),
+    "MPO": ("jpg", "image/jpeg"),
+    "PNG": ("png", "image/png"),
+}
 
 
 def _size_of(stream):
@@ -28,14 +34,20 @@ def inspect(upload, max_size, max_pixels):
     if size > max_size:
         return "too_large", {"size": size}
     try:
-        with Image.open(upload.stream) as image:
+        with warnings.catch_warnings():
+            # Pillow only warns between its two bomb limits; here that is a refusal too.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(upload.stream)
+        with image:
             if image.format not in FORMATS:
                 return f"not a JPEG or PNG image (found {image.format})", None
             width, height = image.size
             if width < 1 or height < 1 or width * height > max_pixels:
                 return f"image is {width}x{height}: at most {max_pixels} pixels allowed", None
             image.load()  # a full decode catches truncated and corrupt files
-    except (UnidentifiedImageError, Image.DecompressionBombError):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        return f"image has more than {max_pixels} pixels", None
+    except UnidentifiedImageError:
         return "not a decodable JPEG or PNG image", None
     except (OSError, SyntaxError, ValueError) as error:
         return f"image data is corrupt or truncated ({type(error).__name__})", None
@@ -68,6 +80,8 @@ def check_all(uploads, config):
     too_large, problems, facts = {}, {}, []
     for index, upload in enumerate(uploads):
         label = upload.filename or f"file #{index + 1}"
+        if label in problems or label in too_large:
+            label = f"{label} (#{index + 1})"  # several files may share a name (image.jpg)
         problem, file_facts = inspect(upload, config["MAX_FILE_SIZE"], config["MAX_IMAGE_PIXELS"])
         if problem == "too_large":
             too_large[label] = file_facts["size"]

@@ -45,6 +45,7 @@ class GenerationRun:
         self.row = row
         self.id = row["id"]
         self.options = json.loads(row["options"])
+        self.release_fields = {}
 
     @property
     def image_path(self):
@@ -56,12 +57,20 @@ class GenerationRun:
         return changed
 
     def transition(self, state, progress=None, **fields):
-        """Move to a new state (ignored once terminal) and wake streams."""
+        """Move to a new state (ignored once terminal) and wake streams; skip a no-op."""
+        row = self.row
+        if (
+            state == row["state"]
+            and set(fields) <= {"message"}
+            and fields.get("message", row["message"]) == row["message"]
+            and (progress is None or progress <= row["progress"])
+        ):
+            return False
         return self._notify(jobs.transition(self.conn, self.id, state, progress, **fields))
 
-    def log(self, message, progress=None):
-        """Record a log line and optional progress."""
-        jobs.log(self.conn, self.id, message, progress)
+    def log(self, *messages, progress=None, **fields):
+        """Record log lines, optional progress and fields."""
+        jobs.log(self.conn, self.id, messages, progress, **fields)
         self._notify(True)
 
     def update(self, **fields):
@@ -69,8 +78,8 @@ class GenerationRun:
         return jobs.update(self.conn, self.id, **fields)
 
     def run_again_in(self, seconds, **fields):
-        """Schedule the next step of this generation."""
-        return self.update(next_run_at=time.time() + seconds, **fields)
+        """Schedule the next step; written with the release of the claim, in one transaction."""
+        self.release_fields = {"next_run_at": time.time() + seconds, **fields}
 
     def fail(self, code, message):
         """End the generation as failed with a code and a human message."""
@@ -189,6 +198,7 @@ class Dispatcher:
     def run_step(self, generation_id):
         """Run one step of a generation; any exception ends it as failed, never silently."""
         conn = self.connections.get()
+        release_fields = {}
         try:
             row = conn.execute(
                 "SELECT g.*, j.model_type, j.options, f.stored_path, f.filename, f.content_type"
@@ -204,14 +214,20 @@ class Dispatcher:
             except Exception:
                 logger.exception("Generation %s failed unexpectedly", generation_id)
                 run.fail("PROCESSING_ERROR", "Internal processing error")
+            release_fields = run.release_fields
         finally:
-            with db.transaction(conn):
-                conn.execute(
-                    "UPDATE generations SET claimed_by = NULL, lease_until = NULL"
-                    " WHERE id = ? AND claimed_by = ?",
-                    (generation_id, self.identity),
-                )
+            self.release(conn, generation_id, release_fields)
             self.wake()
+
+    def release(self, conn, generation_id, fields):
+        """Give up the claim of a generation, storing its schedule fields with it."""
+        columns = "".join(f", {name} = ?" for name in fields)
+        with db.transaction(conn):
+            conn.execute(
+                f"UPDATE generations SET claimed_by = NULL, lease_until = NULL{columns}"
+                " WHERE id = ? AND claimed_by = ?",
+                (*fields.values(), generation_id, self.identity),
+            )
 
     def stop(self):
         """Stop dispatching and hand back every claim this process holds."""

@@ -80,6 +80,9 @@ def task_stream(task_id):
         2**62,
         default=0,
     )
+    if sse.already_ended(db.get_db(), job["job_id"], last_id):
+        # 204 tells an EventSource that reconnected after the end to stop reconnecting.
+        return "", 204
     body = sse.stream(
         current_app._get_current_object(),
         job["job_id"],

@@ -13,7 +13,7 @@ def step(run):
         result = build_relief(
             run.image_path,
             ReliefOptions(**run.options),
-            progress=lambda percent, message: run.log(message, percent * 0.95),
+            progress=lambda percent, message: run.log(message, progress=percent * 0.95),
         )
     except ReliefInputError as error:
         run.fail("VALIDATION_ERROR", str(error))

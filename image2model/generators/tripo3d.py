@@ -37,6 +37,14 @@ def client_for(app):
     return client
 
 
+def http_session(app):
+    """Return the app's requests session, so result downloads reuse TLS connections."""
+    session = app.extensions.get("image2model.http")
+    if session is None:
+        session = app.extensions["image2model.http"] = requests.Session()
+    return session
+
+
 def step(run):
     """Advance a generation: submit it when queued, else poll it (re-attaching by request id)."""
     try:
@@ -110,19 +118,18 @@ def image_url(run, client):
 def submit(run):
     """Send the image and submit the request; store its id and URLs before anything else."""
     client = client_for(run.app)
-    run.log("Sending the image to FAL", progress=2)
     arguments = {"image_url": image_url(run, client), **run.options}
     handle = client.submit(MODEL_ID, arguments=arguments)
     run.transition(
         "submitted",
         progress=5,
+        message=f"Submitted to FAL as request {handle.request_id}",
         fal_request_id=handle.request_id,
         fal_status_url=handle.status_url,
         fal_response_url=handle.response_url,
         fal_cancel_url=handle.cancel_url,
         attempts=0,
     )
-    run.log(f"Submitted to FAL as request {handle.request_id}")
     run.run_again_in(run.app.config["FAL_POLL_INTERVAL"])
 
 
@@ -157,7 +164,7 @@ def poll(run):
             run.fail("FAL_API_ERROR", f"FAL could not generate the model: {status.error}")
             return
         run.transition("downloading", progress=90, message="Downloading the result")
-        fetch_result(run, handle)
+        fetch_result(run)
         return
     run.run_again_in(run.app.config["FAL_POLL_INTERVAL"], attempts=0)
 
@@ -167,20 +174,21 @@ def record_logs(run, logs, floor):
     logs = logs or []
     seen = run.row["fal_logs_seen"]
     progress = max(floor, run.row["progress"])
+    messages = []
     for entry in logs[seen:]:
         message = str(entry.get("message", "")) if isinstance(entry, dict) else str(entry)
         match = PERCENT.search(message)
         if match:
             progress = max(progress, 15.0 + min(100.0, float(match.group(1))) * 0.73)
-        run.log(message, progress=progress)
-    if len(logs) > seen:
-        run.update(fal_logs_seen=len(logs))
+        messages.append(message)
+    if messages:
+        run.log(*messages, fal_logs_seen=len(logs))
     return progress
 
 
-def fetch_result(run, handle):
+def fetch_result(run):
     """Fetch the output, download mesh and preview at once, verify and store them."""
-    output = handle.get(interval=0)
+    output = client_for(run.app).result(MODEL_ID, run.row["fal_request_id"])
     mesh = output.get("model_mesh") or output.get("base_model")
     if not mesh or not mesh.get("url"):
         run.fail("FAL_API_ERROR", "FAL's result has no model_mesh to download")
@@ -188,12 +196,13 @@ def fetch_result(run, handle):
     directory = storage.job_results_dir(run.app, run.row["job_id"], create=True)
     stem = run.row["result_stem"]
     result_file = f"{stem}.glb"
-    download(mesh["url"], os.path.join(directory, result_file), verify=verify_glb)
+    session = http_session(run.app)
+    download(session, mesh["url"], os.path.join(directory, result_file), verify=verify_glb)
     preview_file = None
     preview = output.get("rendered_image")
     if preview and preview.get("url"):
         preview_file = f"{stem}.webp"
-        download(preview["url"], os.path.join(directory, preview_file))
+        download(session, preview["url"], os.path.join(directory, preview_file))
     run.transition(
         "completed",
         progress=100,
@@ -203,11 +212,11 @@ def fetch_result(run, handle):
     )
 
 
-def download(url, path, verify=None):
+def download(session, url, path, verify=None):
     """Stream a URL into `path` atomically, checking it with `verify(temp path)` first."""
 
     def write(handle):
-        with requests.get(url, stream=True, timeout=(10, 120)) as response:
+        with session.get(url, stream=True, timeout=(10, 120)) as response:
             if response.status_code >= 500 or response.status_code == 429:
                 raise Retry(f"HTTP {response.status_code} downloading the result")
             response.raise_for_status()

@@ -92,6 +92,9 @@ class Handler(BaseHTTPRequestHandler):
     """One connection: parse each request, apply faults, route it, stall if asked, answer."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; like nginx (tcp_nodelay on), do not let
+    # Nagle's algorithm hold the body back for the client's delayed ACK.
+    disable_nagle_algorithm = True
     server_version = "fal-standin"
     sys_version = ""
     timeout = 60
