@@ -63,6 +63,16 @@ def inspect(upload, max_size, max_pixels):
     }
 
 
+def labels(uploads):
+    """Return a name per uploaded file for error details, unique even when names repeat."""
+    names = [upload.filename or f"file #{index + 1}" for index, upload in enumerate(uploads)]
+    return [
+        # Several files may share a name (phones call every photo image.jpg).
+        f"{name} (#{index + 1})" if names.count(name) > 1 else name
+        for index, name in enumerate(names)
+    ]
+
+
 def check_all(uploads, config):
     """Inspect every file; raise 413 or 400 naming each bad file, else return their facts."""
     if not uploads:
@@ -78,10 +88,7 @@ def check_all(uploads, config):
             {"total_files": len(uploads), "max_files": config["MAX_FILES"]},
         )
     too_large, problems, facts = {}, {}, []
-    for index, upload in enumerate(uploads):
-        label = upload.filename or f"file #{index + 1}"
-        if label in problems or label in too_large:
-            label = f"{label} (#{index + 1})"  # several files may share a name (image.jpg)
+    for label, upload in zip(labels(uploads), uploads, strict=True):
         problem, file_facts = inspect(upload, config["MAX_FILE_SIZE"], config["MAX_IMAGE_PIXELS"])
         if problem == "too_large":
             too_large[label] = file_facts["size"]
@@ -102,6 +109,29 @@ def check_all(uploads, config):
             {"files": problems, "allowed_formats": ["jpg", "jpeg", "png"]},
         )
     return facts
+
+
+def check_for_generator(model_type, sources, options):
+    """Raise 400 naming each image the chosen generator cannot use: `sources` maps label -> file."""
+    if model_type != "relief":
+        return
+    from image2model.generators.relief import ReliefInputError, ReliefOptions, check_relief_image
+
+    problems = {}
+    for label, source in sources.items():
+        try:
+            check_relief_image(source, ReliefOptions(**options))
+        except ReliefInputError as error:
+            problems[label] = str(error)
+        finally:
+            if hasattr(source, "seek"):
+                source.seek(0)
+    if problems:
+        raise ApiError(
+            "VALIDATION_ERROR",
+            "Some images cannot make a relief",
+            {"files": problems, "model_type": model_type},
+        )
 
 
 def original_name(upload, index):

@@ -144,6 +144,31 @@ def uploaded(client, files, key=USER_KEY, **form):
     return response.get_json()
 
 
+def spoil_upload(client, body, index):
+    """Overwrite a stored upload with a transparent PNG, so its relief fails when it runs.
+
+    Relief uploads are checked at upload time; a file that changes on disk afterwards is the
+    honest way left to make a relief generation fail.
+    """
+    folder = os.path.join(client.application.instance_path, "uploads", body["batch_id"])
+    file_id = body["uploaded_files"][index]["file_id"]
+    (stored,) = [name for name in os.listdir(folder) if name.startswith(file_id)]
+    with open(os.path.join(folder, stored), "wb") as handle:
+        handle.write(transparent_png())
+
+
+def uploaded_with_ghosts(client, files, key=USER_KEY, **form):
+    """Upload `files`, then spoil every one named `ghost*` (see spoil_upload); return the body."""
+    valid = [
+        (name, png() if name.startswith("ghost") else data, *rest) for name, data, *rest in files
+    ]
+    body = uploaded(client, valid, key=key, **form)
+    for index, (name, *_rest) in enumerate(files):
+        if name.startswith("ghost"):
+            spoil_upload(client, body, index)
+    return body
+
+
 def connect(app):
     """Return a new connection to the app's database (close it after use)."""
     return db.connect(db.database_path(app))

@@ -51,8 +51,13 @@ class Client:
     def upload(self, images, **fields):
         """Upload `(name, bytes)` pairs and return the response JSON (asserting 201)."""
         files = [("files", (name, data, "image/png")) for name, data in images]
-        response = requests.post(self.server.url("/api/v1/upload/"), headers=self.headers,
-                                 files=files, data=fields, timeout=30)
+        response = requests.post(
+            self.server.url("/api/v1/upload/"),
+            headers=self.headers,
+            files=files,
+            data=fields,
+            timeout=30,
+        )
         assert response.status_code == 201, response.text
         return response.json()
 
@@ -62,8 +67,12 @@ class Client:
 
     def wait_job(self, job_id, states=("completed", "failed", "cancelled"), timeout=30):
         """Wait until the job reaches one of `states`; return its status JSON."""
-        return wait_until(lambda: (lambda body: body if body["status"] in states else None)(
-            self.job(job_id)), timeout, interval=0.1, message=f"job {job_id} in {states}")
+        return wait_until(
+            lambda: (lambda body: body if body["status"] in states else None)(self.job(job_id)),
+            timeout,
+            interval=0.1,
+            message=f"job {job_id} in {states}",
+        )
 
     def progress(self, job_id):
         """Return the per-file progress JSON."""
@@ -75,9 +84,13 @@ class Client:
         if last_event_id is not None:
             headers["Last-Event-ID"] = str(last_event_id)
         received, lines = [], []
-        with requests.get(self.server.url(f"/api/v1/status/tasks/{task_id}/stream"),
-                          headers=headers, params={"timeout": timeout}, stream=True,
-                          timeout=timeout + 10) as response:
+        with requests.get(
+            self.server.url(f"/api/v1/status/tasks/{task_id}/stream"),
+            headers=headers,
+            params={"timeout": timeout},
+            stream=True,
+            timeout=timeout + 10,
+        ) as response:
             assert response.status_code == 200, response.text
             assert response.headers["Content-Type"].startswith("text/event-stream")
             event_id = None

@@ -290,7 +290,7 @@ def test_job_of_a_batch_lists_every_model_under_unique_names(app, client):
 
 
 def test_failed_job_reports_its_error(app, client):
-    body = uploaded(client, [("ghost.png", images.transparent_png())])
+    body = images.uploaded_with_ghosts(client, [("ghost.png", images.transparent_png())])
     worker.get_dispatcher(app).run_due()
     job = job_status(client, body["job_id"]).get_json()
     assert job["status"] == "failed"

@@ -36,8 +36,9 @@ def test_three_images_to_completion_with_progress_and_sse(server, fal):
 
     streamed = {}
     reader = threading.Thread(
-        target=lambda: streamed.update(zip(("events", "lines"),
-                                           client.stream(upload["task_id"], timeout=60)))
+        target=lambda: streamed.update(
+            zip(("events", "lines"), client.stream(upload["task_id"], timeout=60), strict=True)
+        )
     )
     reader.start()
     job = client.wait_job(upload["job_id"])
@@ -45,7 +46,8 @@ def test_three_images_to_completion_with_progress_and_sse(server, fal):
 
     assert job["status"] == "completed" and job["progress"] == 100
     assert job["completed_files"] == 3 and job["model_url"].startswith(
-        f"/api/v1/download/{upload['job_id']}/chair-")
+        f"/api/v1/download/{upload['job_id']}/chair-"
+    )
     assert fal.submit_count == 3
     for submit in fal.submits:
         assert submit["arguments"]["face_limit"] == 5000
@@ -55,13 +57,15 @@ def test_three_images_to_completion_with_progress_and_sse(server, fal):
 
     results = server.instance_path / "results" / upload["job_id"]
     assert sorted(os.listdir(results)) == sorted(
-        [f"chair-{n}.glb" for n in range(3)] + [f"chair-{n}.webp" for n in range(3)])
+        [f"chair-{n}.glb" for n in range(3)] + [f"chair-{n}.webp" for n in range(3)]
+    )
     assert len(trimesh.load(results / "chair-0.glb", file_type="glb").geometry) >= 1
 
     progress = client.progress(upload["job_id"])
     assert progress["overall_progress"] == 100 and progress["completed_files"] == 3
     assert {entry["filename"] for entry in progress["files"].values()} == {
-        name for name, _ in images}
+        name for name, _ in images
+    }
 
     events = streamed["events"]
     assert events[-1][1]["type"] == "completed" and events[-1][1]["result"] == "success"
@@ -84,12 +88,14 @@ def test_three_images_to_completion_with_progress_and_sse(server, fal):
 def test_other_key_sees_nothing(server, fal):
     upload = Client(server).upload([("a.png", png_bytes(1))], model_type="tripo3d")
     other = Client(server, OTHER_KEY)
-    for path in (f"/api/v1/models/job/{upload['job_id']}",
-                 f"/api/v1/status/jobs/{upload['job_id']}/progress",
-                 f"/api/v1/status/tasks/{upload['task_id']}/status",
-                 f"/api/v1/status/tasks/{upload['task_id']}/stream",
-                 f"/api/v1/upload/batch/{upload['batch_id']}/status",
-                 f"/api/v1/upload/status/{upload['uploaded_files'][0]['file_id']}"):
+    for path in (
+        f"/api/v1/models/job/{upload['job_id']}",
+        f"/api/v1/status/jobs/{upload['job_id']}/progress",
+        f"/api/v1/status/tasks/{upload['task_id']}/status",
+        f"/api/v1/status/tasks/{upload['task_id']}/stream",
+        f"/api/v1/upload/batch/{upload['batch_id']}/status",
+        f"/api/v1/upload/status/{upload['uploaded_files'][0]['file_id']}",
+    ):
         response = other.get(path)
         assert response.status_code == 404, path
         assert response.json()["detail"]["code"] == "NOT_FOUND"
@@ -98,8 +104,9 @@ def test_other_key_sees_nothing(server, fal):
 def failed_job(server, fal, images=1, **fields):
     """Upload images and wait for the job to end; return the job JSON."""
     client = Client(server)
-    upload = client.upload([(f"img-{n}.png", png_bytes(n)) for n in range(images)],
-                           model_type="tripo3d", **fields)
+    upload = client.upload(
+        [(f"img-{n}.png", png_bytes(n)) for n in range(images)], model_type="tripo3d", **fields
+    )
     return upload, client.wait_job(upload["job_id"], timeout=45)
 
 
@@ -135,8 +142,11 @@ def test_model_error_fails_with_fals_message(server, fal):
 
 
 def test_submit_422_fails_without_retry(server, fal):
-    fal.fail_next("submit", 422, body={"detail": [{"loc": ["body", "image_url"],
-                                                   "msg": "cannot read image", "type": "x"}]})
+    fal.fail_next(
+        "submit",
+        422,
+        body={"detail": [{"loc": ["body", "image_url"], "msg": "cannot read image", "type": "x"}]},
+    )
     _, job = failed_job(server, fal)
     assert job["status"] == "failed"
     assert "image_url: cannot read image" in job["errors"][0]["message"]
@@ -201,9 +211,14 @@ def test_crash_after_submit_resumes_without_paying_twice(tmp_path, fal):
     client = Client(live)
     upload = client.upload([(f"c{n}.png", png_bytes(n)) for n in range(3)], model_type="tripo3d")
     fal.wait_for(lambda: fal.submit_count == 3, timeout=20)
-    wait_until(lambda: all(f["status"] in ("submitted", "processing")
-                           for f in client.progress(upload["job_id"])["files"].values()),
-               10, message="all three submissions stored")
+    wait_until(
+        lambda: all(
+            f["status"] in ("submitted", "processing")
+            for f in client.progress(upload["job_id"])["files"].values()
+        ),
+        10,
+        message="all three submissions stored",
+    )
     live.kill()
     assert not live.group_alive()
 
@@ -214,3 +229,21 @@ def test_crash_after_submit_resumes_without_paying_twice(tmp_path, fal):
         restarted.stop()
     assert job["status"] == "completed" and job["completed_files"] == 3
     assert fal.submit_count == 3  # re-attached by request id, never submitted again
+
+
+def test_sigterm_leaves_jobs_resumable(tmp_path, fal):
+    fal.latency = 3.0
+    live = fal_server(tmp_path, fal).start()
+    client = Client(live)
+    upload = client.upload([(f"t{n}.png", png_bytes(n)) for n in range(2)], model_type="tripo3d")
+    fal.wait_for(lambda: fal.submit_count == 2, timeout=20)
+    live.stop()
+    assert "Shutting down: Master" in live.log()
+
+    restarted = fal_server(tmp_path, fal).start()
+    try:
+        job = Client(restarted).wait_job(upload["job_id"], timeout=45)
+    finally:
+        restarted.stop()
+    assert job["status"] == "completed" and job["completed_files"] == 2
+    assert fal.submit_count == 2

@@ -24,7 +24,7 @@ def app_config(app_config, monkeypatch):
 
 def finished(app, client, files):
     """Upload `files`, run every due step inline and return the upload's body."""
-    body = uploaded(client, files)
+    body = images.uploaded_with_ghosts(client, files)
     worker.get_dispatcher(app).run_due()
     return body
 
@@ -64,7 +64,9 @@ def stored_event_ids(app, job_id):
 
 
 def test_progress_has_a_per_file_map_before_and_after(app, client):
-    body = uploaded(client, [("chair.png", images.png()), ("ghost.png", images.transparent_png())])
+    body = images.uploaded_with_ghosts(
+        client, [("chair.png", images.png()), ("ghost.png", images.transparent_png())]
+    )
     chair, ghost = (entry["file_id"] for entry in body["uploaded_files"])
     url = f"/api/v1/status/jobs/{body['job_id']}/progress"
 

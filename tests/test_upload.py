@@ -8,6 +8,7 @@ import re
 from datetime import UTC, datetime
 
 import pytest
+from PIL import Image
 
 from image2model import jobs, storage, worker
 from tests import images
@@ -480,7 +481,9 @@ def test_file_and_batch_status_before_and_after_generation(app, client):
 
 
 def test_batch_status_counts_a_failed_file(app, client):
-    body = uploaded(client, [("a.png", images.png()), ("ghost.png", images.transparent_png())])
+    body = images.uploaded_with_ghosts(
+        client, [("a.png", images.png()), ("ghost.png", images.transparent_png())]
+    )
     worker.get_dispatcher(app).run_due()
     batch = client.get(
         f"/api/v1/upload/batch/{body['batch_id']}/status", headers=bearer(USER_KEY)
@@ -520,3 +523,18 @@ def test_status_belongs_to_the_uploading_key(client, key, status):
 )
 def test_unknown_file_or_batch_is_404(client, url):
     assert_envelope(client.get(url, headers=bearer(ADMIN_KEY)), 404, "NOT_FOUND")
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [
+        ("ghost.png", lambda: images.transparent_png()),
+        ("dot.png", lambda: images.encode(Image.new("RGB", (1, 1)), "PNG")),
+    ],
+)
+def test_relief_refuses_images_it_cannot_build_at_upload(app, client, name, make):
+    response = upload(client, [("ok.png", images.png()), (name, make())], model_type="relief")
+    detail = assert_envelope(response, 400, "VALIDATION_ERROR")
+    assert set(detail["details"]["files"]) == {name}
+    assert detail["details"]["model_type"] == "relief"
+    images.assert_nothing_stored(app)

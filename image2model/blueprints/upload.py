@@ -17,6 +17,8 @@ def upload_files():
     generation_options = options.parse(model_type, request.form)
     files = [f for f in request.files.getlist("files") if f.filename or f.stream]
     facts = uploads.check_all(files, current_app.config)
+    sources = dict(zip(uploads.labels(files), (f.stream for f in files), strict=True))
+    uploads.check_for_generator(model_type, sources, generation_options)
     batch_id, job_id, task_id, file_rows = uploads.store_batch(
         current_app, current_principal(), files, facts, model_type, generation_options
     )

@@ -200,6 +200,16 @@ def build_relief(
     )
 
 
+def check_relief_image(image_path, options: ReliefOptions) -> None:
+    """Raise ReliefInputError if this image cannot make a solid with these options."""
+    texture, _luminance, alpha = _decode(image_path)
+    if not choose_mask(alpha, texture.size, options.face_limit).any():
+        raise ReliefInputError(
+            "the opaque part of the image is too small or thin to build a solid",
+            {"image": "no grid cell at this face_limit is mostly opaque"},
+        )
+
+
 def _decode(image_path) -> tuple[Image.Image, Image.Image, Image.Image | None]:
     """Return the upright RGB texture, its luminance and its alpha (None when fully opaque)."""
     image = _open_upright(image_path)
