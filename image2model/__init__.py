@@ -27,6 +27,8 @@ def create_app(test_config=None):
     config_module.finalize(app.config)
     os.makedirs(app.instance_path, exist_ok=True)
     app.extensions["image2model.started_at"] = time.time()
+    # A `//` in a path would otherwise get Werkzeug's HTML redirect instead of the JSON envelope.
+    app.url_map.merge_slashes = False
 
     if app.config["PROXY_HOPS"]:
         hops = int(app.config["PROXY_HOPS"])
@@ -43,9 +45,9 @@ def create_app(test_config=None):
     health.init_app(app)
     events.init_app(app)
 
-    from image2model.blueprints import admin, health, models, status, upload
+    from image2model.blueprints import admin, debug, download, health, models, status, upload
 
-    for blueprint in (health.bp, upload.bp, models.bp, status.bp, admin.bp):
+    for blueprint in (health.bp, upload.bp, models.bp, status.bp, download.bp, debug.bp, admin.bp):
         app.register_blueprint(blueprint)
     limits.exempt_blueprint(app, health.bp)
 

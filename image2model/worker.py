@@ -147,8 +147,12 @@ class Dispatcher:
         conn = self.connections.get()
         now = time.time()
         self.expire_overdue(conn, now)
+        # A queued generation being submitted right now (claimed) counts as in flight too.
         in_flight = conn.execute(
-            "SELECT COUNT(*) FROM generations WHERE state IN (?, ?, ?)", jobs.IN_FLIGHT
+            "SELECT COUNT(*) FROM generations g JOIN jobs j USING (job_id)"
+            " WHERE j.model_type = 'tripo3d' AND (g.state IN (?, ?, ?)"
+            " OR (g.state = 'queued' AND g.claimed_by IS NOT NULL AND g.lease_until >= ?))",
+            (*jobs.IN_FLIGHT, now),
         ).fetchone()[0]
         free_submits = max(0, int(self.app.config["MAX_FAL_IN_FLIGHT"]) - in_flight)
         rows = conn.execute(

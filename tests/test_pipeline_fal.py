@@ -247,3 +247,25 @@ def test_sigterm_leaves_jobs_resumable(tmp_path, fal):
         restarted.stop()
     assert job["status"] == "completed" and job["completed_files"] == 2
     assert fal.submit_count == 2
+
+
+def test_requests_in_flight_are_capped(tmp_path, fal):
+    live = fal_server(tmp_path, fal, MAX_FAL_IN_FLIGHT=2).start()
+    client = Client(live)
+    try:
+        images = [(f"q{n}.png", png_bytes(n)) for n in range(5)]
+        upload = client.upload(images, model_type="tripo3d")
+        most_open = 0
+
+        def finished():
+            nonlocal most_open
+            open_requests = [s for s in fal.submits if fal.state(s["request_id"]) != "COMPLETED"]
+            most_open = max(most_open, len(open_requests))
+            return client.job(upload["job_id"])["status"] in ("completed", "failed")
+
+        wait_until(finished, 30, message="capped job to finish")
+        job = client.job(upload["job_id"])
+    finally:
+        live.stop()
+    assert job["status"] == "completed" and fal.submit_count == 5
+    assert 1 <= most_open <= 2

@@ -1,8 +1,21 @@
 """Model generation endpoints: the generator list, new jobs from uploaded files, job status."""
 
-from flask import Blueprint, current_app, jsonify
+import os
 
-from image2model import db, generators, jobs, options, params, uploads, worker
+from flask import Blueprint, current_app, jsonify, request
+
+from image2model import (
+    conversions,
+    convert,
+    db,
+    downloads,
+    generators,
+    jobs,
+    options,
+    params,
+    uploads,
+    worker,
+)
 from image2model.auth import current_principal, require_key
 from image2model.errors import ApiError
 
@@ -32,6 +45,8 @@ def generate():
     file_row = uploads.find_file(conn, file_id, current_principal())
     if file_row is None:
         raise ApiError("NOT_FOUND", "No such file", {"file_id": file_id}, status=404)
+    image_path = os.path.join(current_app.instance_path, file_row["stored_path"])
+    uploads.check_for_generator(model_type, {file_row["filename"]: image_path}, generation_options)
     with db.transaction(conn):
         job_id, task_id = jobs.insert_job(
             conn,
@@ -88,3 +103,19 @@ def job_status(job_id):
         "estimated_time_remaining": remaining,
     }
 
+
+@bp.get("/download/<job_id>", merge_slashes=False)
+def download_model(job_id):
+    """Download a job's model as OBJ (zipped with its texture), PLY, STL or GLB."""
+    fmt = params.choice(request.args.get("format"), "format", tuple(convert.FORMATS), "obj")
+    units = params.choice(request.args.get("units"), "units", convert.UNITS, "mm")
+    stored = conversions.model_download(
+        current_app,
+        db.get_db(),
+        job_id,
+        current_principal(),
+        fmt,
+        units,
+        request.args.get("file_id") or None,
+    )
+    return downloads.send(stored)
