@@ -46,6 +46,7 @@ class GenerationRun:
         self.id = row["id"]
         self.options = json.loads(row["options"])
         self.release_fields = {}
+        self.began = time.time()
 
     @property
     def image_path(self):
@@ -80,6 +81,10 @@ class GenerationRun:
     def run_again_in(self, seconds, **fields):
         """Schedule the next step; written with the release of the claim, in one transaction."""
         self.release_fields = {"next_run_at": time.time() + seconds, **fields}
+
+    def poll_again(self, interval, **fields):
+        """Schedule the next poll `interval` after this step began, so polls keep their rate."""
+        self.release_fields = {"next_run_at": self.began + interval, **fields}
 
     def fail(self, code, message):
         """End the generation as failed with a code and a human message."""
@@ -263,6 +268,9 @@ def get_dispatcher(app):
 
 def shutdown(app):
     """Stop dispatching, let running steps finish, and hand back this process's claims."""
+    retention = app.extensions.get("image2model.retention")
+    if retention is not None:
+        retention.stop()  # no cleanup starts while the pool winds down
     dispatcher = app.extensions.get("image2model.dispatcher")
     get_pool(app).shutdown(wait=True)
     if dispatcher is not None:

@@ -166,7 +166,7 @@ def poll(run):
         run.transition("downloading", progress=90, message="Downloading the result")
         fetch_result(run)
         return
-    run.run_again_in(run.app.config["FAL_POLL_INTERVAL"], attempts=0)
+    run.poll_again(run.app.config["FAL_POLL_INTERVAL"], attempts=0)
 
 
 def record_logs(run, logs, floor):

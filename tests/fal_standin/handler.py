@@ -53,6 +53,9 @@ class TLSServer(ThreadingHTTPServer):
     """ThreadingHTTPServer over TLS, handshaking in each connection's own thread."""
 
     daemon_threads = True
+    # socketserver's default backlog of 5 drops SYNs when a batch connects at once, and the
+    # client then waits a full second to retry: a real front end queues far more.
+    request_queue_size = 128
     block_on_close = False  # stop() closes live connections itself, then joins their threads
 
     def __init__(self, address, context: ssl.SSLContext, standin):
