@@ -183,7 +183,8 @@ class Dispatcher:
     def expire_overdue(self, conn, now):
         """Fail every unfinished generation past its deadline with TIMEOUT."""
         overdue = conn.execute(
-            "SELECT id FROM generations WHERE state NOT IN (?, ?, ?) AND deadline_at < ?",
+            "SELECT g.*, j.model_type FROM generations g JOIN jobs j USING (job_id)"
+            " WHERE g.state NOT IN (?, ?, ?) AND g.deadline_at < ?",
             (*jobs.TERMINAL, now),
         ).fetchall()
         for row in overdue:
@@ -193,6 +194,9 @@ class Dispatcher:
             ):
                 logger.warning("Generation %s timed out", row["id"])
                 events.notifier(self.app).notify()
+                cancel = getattr(self.generators[row["model_type"]], "cancel", None)
+                if cancel is not None:
+                    self.pool.submit(cancel, self.app, row)
 
     def claim(self, conn, generation_id, now):
         """Take the lease of a generation; return False if another owner holds it."""
@@ -219,7 +223,7 @@ class Dispatcher:
                 return
             run = GenerationRun(self.app, conn, row)
             try:
-                self.generators[row["model_type"]](run)
+                self.generators[row["model_type"]].step(run)
             except Exception:
                 logger.exception("Generation %s failed unexpectedly", generation_id)
                 run.fail("PROCESSING_ERROR", "Internal processing error")
@@ -256,7 +260,7 @@ def init_app(app):
     """Create and start the dispatcher with the generators this server has."""
     from image2model.generators import local, tripo3d
 
-    dispatcher = Dispatcher(app, {"tripo3d": tripo3d.step, "relief": local.step})
+    dispatcher = Dispatcher(app, {"tripo3d": tripo3d, "relief": local})
     app.extensions["image2model.dispatcher"] = dispatcher
     dispatcher.start()
 

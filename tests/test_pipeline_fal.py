@@ -189,6 +189,9 @@ def test_hanging_status_times_out(tmp_path, fal):
     try:
         _, job = failed_job(live, fal)
         assert job["status"] == "failed" and job["errors"][0]["code"] == "TIMEOUT"
+        # The request we gave up on is cancelled at FAL (best effort; it refuses once running).
+        (submitted,) = fal.submits
+        fal.wait_for(lambda: [c for c in fal.cancels if c["request_id"] == submitted["request_id"]])
     finally:
         fal.hang("status", 0)
         live.stop()

@@ -133,21 +133,31 @@ def submit(run):
     run.run_again_in(run.app.config["FAL_POLL_INTERVAL"])
 
 
-def handle_for(run):
+def cancel(app, row):
+    """Ask FAL to cancel a request we gave up on, so a queued one is not run and paid for."""
+    if not row["fal_request_id"]:
+        return
+    try:
+        handle_for(app, row).cancel()
+        logger.info("Cancelled FAL request %s", row["fal_request_id"])
+    except Exception as error:  # best effort: FAL refuses once processing has started
+        logger.info("FAL did not cancel request %s: %s", row["fal_request_id"], error)
+
+
+def handle_for(app, row):
     """Re-attach to the stored FAL request by its id and URLs."""
-    row = run.row
     return fal_client.SyncRequestHandle(
         request_id=row["fal_request_id"],
         response_url=row["fal_response_url"],
         status_url=row["fal_status_url"],
         cancel_url=row["fal_cancel_url"],
-        client=client_for(run.app)._client,
+        client=client_for(app)._client,
     )
 
 
 def poll(run):
     """Ask FAL for the request's status; turn it into progress and logs, or fetch the result."""
-    handle = handle_for(run)
+    handle = handle_for(run.app, run.row)
     status = handle.status(with_logs=True)
     if isinstance(status, fal_client.Queued):
         run.transition(

@@ -1,0 +1,127 @@
+"""The dispatcher: claims, dead owners, deadlines, the step boundary, the in-flight cap."""
+
+import time
+
+import pytest
+
+from image2model import db, jobs, worker
+from tests import images
+from tests.conftest import USER_KEY, bearer
+
+
+def generation_rows(app):
+    """Return every generation row."""
+    return images.query(app, "SELECT * FROM generations ORDER BY id")
+
+
+def set_columns(app, **columns):
+    """Set columns on every generation."""
+    conn = db.connect(db.database_path(app))
+    try:
+        with db.transaction(conn):
+            assignments = ", ".join(f"{name} = ?" for name in columns)
+            conn.execute(f"UPDATE generations SET {assignments}", tuple(columns.values()))
+    finally:
+        conn.close()
+
+
+def test_a_live_claim_of_another_owner_is_respected(app, client):
+    images.uploaded(client, [("a.png", images.png())])
+    set_columns(app, claimed_by="elsewhere:1:1", lease_until=time.time() + 60)
+    worker.get_dispatcher(app).run_due()
+    assert generation_rows(app)[0]["state"] == "queued"
+
+
+def test_an_expired_claim_is_taken_over(app, client):
+    images.uploaded(client, [("a.png", images.png())])
+    set_columns(app, claimed_by="elsewhere:1:1", lease_until=time.time() - 1)
+    worker.get_dispatcher(app).run_due()
+    row = generation_rows(app)[0]
+    assert row["state"] == "completed" and row["claimed_by"] is None
+
+
+def test_claims_of_dead_processes_on_this_host_are_released(app, client):
+    images.uploaded(client, [("a.png", images.png())])
+    dead_owner = f"{worker.worker_identity().rsplit(':', 2)[0]}:999999:1.000"
+    set_columns(app, claimed_by=dead_owner, lease_until=time.time() + 3600)
+    dispatcher = worker.get_dispatcher(app)
+    dispatcher.release_dead_claims()
+    assert generation_rows(app)[0]["claimed_by"] is None
+    assert not worker.owner_is_dead(dispatcher.identity)
+
+
+def test_overdue_generation_fails_with_timeout(app, client):
+    body = images.uploaded(client, [("a.png", images.png())])
+    set_columns(app, deadline_at=time.time() - 1)
+    worker.get_dispatcher(app).run_due()
+    job = client.get(f"/api/v1/models/job/{body['job_id']}", headers=bearer(USER_KEY)).get_json()
+    assert job["status"] == "failed"
+    assert job["errors"][0]["code"] == "TIMEOUT"
+
+
+def test_a_crashing_step_ends_failed_and_the_dispatcher_goes_on(app, client, monkeypatch):
+    from image2model.generators import local
+
+    def explode(run):
+        raise RuntimeError("boom with a secret")
+
+    monkeypatch.setattr(local, "step", explode)
+    body = images.uploaded(client, [("a.png", images.png())])
+    worker.get_dispatcher(app).run_due()
+    row = generation_rows(app)[0]
+    assert (row["state"], row["error_code"]) == ("failed", "PROCESSING_ERROR")
+    assert "secret" not in row["error_message"]
+    assert row["claimed_by"] is None
+    monkeypatch.undo()
+    second = images.uploaded(client, [("b.png", images.png())])
+    worker.get_dispatcher(app).run_due()
+    states = {r["job_id"]: r["state"] for r in generation_rows(app)}
+    assert states == {body["job_id"]: "failed", second["job_id"]: "completed"}
+
+
+def test_terminal_state_is_final(app, client):
+    images.uploaded(client, [("a.png", images.png())])
+    worker.get_dispatcher(app).run_due()
+    row = generation_rows(app)[0]
+    conn = db.connect(db.database_path(app))
+    try:
+        assert not jobs.transition(conn, row["id"], "processing", progress=50)
+    finally:
+        conn.close()
+    assert generation_rows(app)[0]["state"] == "completed"
+
+
+def test_timestamps_record_first_entry_of_each_state(app, client):
+    images.uploaded(client, [("a.png", images.png())])
+    worker.get_dispatcher(app).run_due()
+    row = generation_rows(app)[0]
+    assert row["created_at"] <= row["started_at"] <= row["finished_at"]
+    assert row["progress"] == 100
+
+
+@pytest.fixture
+def app_config(app_config):
+    """Allow tripo3d (never run here) so the FAL cap can be observed."""
+    return {
+        **app_config,
+        "FAL_KEY": "dummy-key-never-used",
+        "MAX_FAL_IN_FLIGHT": 2,
+        "DEFAULT_MODEL": "relief",
+    }
+
+
+def test_fal_submissions_beyond_the_cap_wait(app, client, monkeypatch):
+    from image2model.generators import tripo3d
+
+    started = []
+    monkeypatch.setattr(tripo3d, "step", lambda run: started.append(run.id))
+    images.uploaded(client, [(f"{n}.png", images.png()) for n in range(4)], model_type="tripo3d")
+    set_columns(app, state="submitted")
+    conn = db.connect(db.database_path(app))
+    try:
+        with db.transaction(conn):
+            conn.execute("UPDATE generations SET state = 'queued' WHERE id > 2")
+    finally:
+        conn.close()
+    worker.get_dispatcher(app).run_due()
+    assert sorted(started) == [1, 2]  # the two in flight are polled; the queued two wait
