@@ -1,6 +1,7 @@
 """gunicorn settings: one gthread worker with many threads (SSE streams hold one each)."""
 
 import os
+import signal
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"
@@ -19,6 +20,20 @@ loglevel = os.environ.get("LOG_LEVEL", "info")
 # No shared control socket in $HOME: several instances may run on one machine.
 control_socket_disable = True
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+
+
+def post_worker_init(worker):
+    """On SIGTERM, first tell the app to stop (ending SSE streams) so the exit can be graceful."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame):
+        from image2model.worker import begin_shutdown
+
+        begin_shutdown(worker.wsgi)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def worker_exit(server, worker):

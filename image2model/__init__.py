@@ -27,6 +27,10 @@ def create_app(test_config=None):
     config_module.finalize(app.config)
     os.makedirs(app.instance_path, exist_ok=True)
     app.extensions["image2model.started_at"] = time.time()
+
+    from image2model import logs
+
+    logs.init_app(app)
     # A `//` in a path would otherwise get Werkzeug's HTML redirect instead of the JSON envelope.
     app.url_map.merge_slashes = False
 
@@ -34,7 +38,18 @@ def create_app(test_config=None):
         hops = int(app.config["PROXY_HOPS"])
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
-    from image2model import auth, db, errors, events, health, limits, metrics, pool, worker
+    from image2model import (
+        auth,
+        db,
+        errors,
+        events,
+        health,
+        limits,
+        maintenance,
+        metrics,
+        pool,
+        worker,
+    )
 
     errors.init_app(app)
     db.init_app(app)
@@ -45,12 +60,22 @@ def create_app(test_config=None):
     health.init_app(app)
     events.init_app(app)
 
-    from image2model.blueprints import admin, debug, download, health, models, status, upload
+    from image2model.blueprints import admin, debug, download, health, logs, models, status, upload
 
-    for blueprint in (health.bp, upload.bp, models.bp, status.bp, download.bp, debug.bp, admin.bp):
+    for blueprint in (
+        health.bp,
+        upload.bp,
+        models.bp,
+        status.bp,
+        download.bp,
+        debug.bp,
+        admin.bp,
+        logs.bp,
+    ):
         app.register_blueprint(blueprint)
     limits.exempt_blueprint(app, health.bp)
 
     worker.init_app(app)
+    maintenance.init_app(app)
     app.extensions["image2model.ready"] = True
     return app

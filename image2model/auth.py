@@ -81,9 +81,16 @@ def require_key():
 
 def require_admin():
     """Before-request hook: reject a request whose key lacks the admin scope."""
+    if request.method == "OPTIONS":
+        return
     require_key()
     if not g.principal.is_admin:
         raise ApiError("INVALID_API_KEY", "This endpoint needs an admin API key", status=403)
+
+
+def visible_to(row, principal):
+    """Return True if the row exists and the principal owns it (or is admin)."""
+    return row is not None and (principal.is_admin or row["owner"] == principal.owner)
 
 
 def current_principal():

@@ -143,10 +143,13 @@ def transaction(conn):
         conn.execute("BEGIN IMMEDIATE")
         try:
             yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # A failed COMMIT, too, must not leave this connection inside a transaction; and
+            # SQLite may already have rolled back by itself (SQLITE_FULL).
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
 
 
 def get_db():

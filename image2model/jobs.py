@@ -6,6 +6,7 @@ import time
 from datetime import UTC, datetime
 
 from image2model import db, events
+from image2model.auth import visible_to
 
 TERMINAL = ("completed", "failed", "cancelled")
 IN_FLIGHT = ("submitted", "processing", "downloading")
@@ -71,9 +72,7 @@ def find_job(conn, job_id, principal):
     row = conn.execute(
         "SELECT * FROM jobs WHERE job_id = ? AND deleted_at IS NULL", (job_id,)
     ).fetchone()
-    if row is None or not (principal.is_admin or row["owner"] == principal.owner):
-        return None
-    return row
+    return row if visible_to(row, principal) else None
 
 
 def find_job_by_task(conn, task_id, principal):
@@ -222,15 +221,3 @@ def log(conn, generation_id, messages, progress=None, **fields):
             )
             body = progress_event(conn, row["job_id"], generation_id)
             events.record(conn, row["job_id"], "progress", body)
-
-
-def update(conn, generation_id, **fields):
-    """Set columns of a running generation without a state change (request ids, schedule)."""
-    columns = ", ".join(f"{name} = ?" for name in fields)
-    with db.transaction(conn):
-        cursor = conn.execute(
-            f"UPDATE generations SET {columns}, updated_at = ? WHERE id = ?"
-            " AND state NOT IN (?, ?, ?)",
-            (*fields.values(), time.time(), generation_id, *TERMINAL),
-        )
-    return cursor.rowcount == 1

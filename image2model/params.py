@@ -4,10 +4,17 @@ from flask import request
 
 from image2model.errors import ApiError
 
+JSON_BODY_LIMIT = 64 * 1024
+
 
 def json_object():
-    """Return the request's JSON body as a dict, or raise a clear 400."""
-    body = request.get_json(silent=True)
+    """Return the request's JSON body as a dict, or raise a clear 400 (or 413 when too big)."""
+    # The app-wide limit is sized for uploads; a JSON body never needs more than this.
+    request.max_content_length = JSON_BODY_LIMIT
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        raise ApiError("VALIDATION_ERROR", "The JSON body is nested too deeply") from None
     if body is None:
         raw = request.get_data(cache=True)
         message = "Malformed JSON body" if raw.strip() else "A JSON object body is required"

@@ -17,8 +17,6 @@ class WorkerPool:
             if self.size > 0
             else None
         )
-        self._pending = 0
-        self._lock = threading.Lock()
         self.stopping = threading.Event()
 
     @property
@@ -36,18 +34,10 @@ class WorkerPool:
         """Return how many submitted calls have not started yet."""
         return self._executor._work_queue.qsize() if self._executor else 0
 
-    @property
-    def pending(self):
-        """Return how many submitted calls have not finished yet."""
-        with self._lock:
-            return self._pending
-
     def submit(self, fn, *args, **kwargs):
         """Run `fn` on the pool; a failure is logged here, never lost in a thread."""
         if not self.alive:
             raise RuntimeError("the worker pool is shutting down")
-        with self._lock:
-            self._pending += 1
         if self._executor is None:
             return self._run(fn, args, kwargs)
         return self._executor.submit(self._run, fn, args, kwargs)
@@ -58,13 +48,7 @@ class WorkerPool:
             raise RuntimeError("the worker pool is shutting down")
         if self._executor is None:
             return fn(*args, **kwargs)
-        with self._lock:
-            self._pending += 1
-        try:
-            return self._executor.submit(fn, *args, **kwargs).result(timeout=timeout)
-        finally:
-            with self._lock:
-                self._pending -= 1
+        return self._executor.submit(fn, *args, **kwargs).result(timeout=timeout)
 
     def _run(self, fn, args, kwargs):
         """Call `fn`, logging any exception, and count it finished."""
@@ -73,9 +57,6 @@ class WorkerPool:
         except Exception:
             logger.exception("Pool task %s failed", getattr(fn, "__name__", fn))
             return None
-        finally:
-            with self._lock:
-                self._pending -= 1
 
     def shutdown(self, wait=True):
         """Stop accepting work, drop queued calls and wait for running ones."""

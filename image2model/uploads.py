@@ -8,6 +8,7 @@ import warnings
 from PIL import Image, UnidentifiedImageError
 
 from image2model import db, jobs, storage
+from image2model.auth import visible_to
 from image2model.errors import ApiError
 
 # Phone cameras write JPEGs with extra embedded images, which Pillow names MPO.
@@ -206,17 +207,28 @@ def store_batch(app, principal, uploads, facts, model_type, options):
 
 
 def find_file(conn, file_id, principal):
-    """Return a file row the principal may see, or None."""
-    row = conn.execute("SELECT * FROM files WHERE file_id = ?", (file_id,)).fetchone()
-    if row is None or not (principal.is_admin or row["owner"] == principal.owner):
-        return None
-    return row
+    """Return a file row the principal may see and that a live (not deleted) job still uses."""
+    row = conn.execute(
+        "SELECT * FROM files f WHERE file_id = ? AND EXISTS (SELECT 1 FROM generations g"
+        " JOIN jobs j USING (job_id) WHERE g.file_id = f.file_id AND j.deleted_at IS NULL)",
+        (file_id,),
+    ).fetchone()
+    return row if visible_to(row, principal) else None
+
+
+def latest_generation(conn, file_id):
+    """Return the newest generation of a file in a live job, or None."""
+    return conn.execute(
+        "SELECT g.state, g.progress, g.job_id FROM generations g JOIN jobs j USING (job_id)"
+        " WHERE g.file_id = ? AND j.deleted_at IS NULL ORDER BY g.id DESC LIMIT 1",
+        (file_id,),
+    ).fetchone()
 
 
 def batch_files(conn, batch_id, principal):
     """Return a batch's rows `(batch, generations of its upload job)` or None if not visible."""
     batch = conn.execute("SELECT * FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
-    if batch is None or not (principal.is_admin or batch["owner"] == principal.owner):
+    if not visible_to(batch, principal):
         return None
     job = conn.execute(
         "SELECT job_id FROM jobs WHERE batch_id = ? AND deleted_at IS NULL"

@@ -1,8 +1,6 @@
 """The dispatcher: claims due generations in SQLite and runs their next step on the pool."""
 
-import json
 import logging
-import os
 import socket
 import threading
 import time
@@ -11,10 +9,14 @@ import psutil
 
 from image2model import db, events, jobs
 from image2model.pool import get_pool
+from image2model.runs import GenerationRun
 
 logger = logging.getLogger(__name__)
 
 LEASE_SECONDS = 300
+# Leases held by a live process are renewed well before they run out, so a slow step (a FAL call
+# retrying for minutes) is never claimed a second time while it still runs.
+RENEW_EVERY = 30.0
 IDLE_WAIT = 30.0
 
 
@@ -36,62 +38,6 @@ def owner_is_dead(owner):
         return True
 
 
-class GenerationRun:
-    """One step of one generation, with the state operations a generator may call."""
-
-    def __init__(self, app, conn, row):
-        self.app = app
-        self.conn = conn
-        self.row = row
-        self.id = row["id"]
-        self.options = json.loads(row["options"])
-        self.release_fields = {}
-        self.began = time.time()
-
-    @property
-    def image_path(self):
-        """Return the absolute path of the uploaded image."""
-        return os.path.join(self.app.instance_path, self.row["stored_path"])
-
-    def _notify(self, changed):
-        events.notifier(self.app).notify()
-        return changed
-
-    def transition(self, state, progress=None, **fields):
-        """Move to a new state (ignored once terminal) and wake streams; skip a no-op."""
-        row = self.row
-        if (
-            state == row["state"]
-            and set(fields) <= {"message"}
-            and fields.get("message", row["message"]) == row["message"]
-            and (progress is None or progress <= row["progress"])
-        ):
-            return False
-        return self._notify(jobs.transition(self.conn, self.id, state, progress, **fields))
-
-    def log(self, *messages, progress=None, **fields):
-        """Record log lines, optional progress and fields."""
-        jobs.log(self.conn, self.id, messages, progress, **fields)
-        self._notify(True)
-
-    def update(self, **fields):
-        """Store fields (request ids, counters) of a running generation."""
-        return jobs.update(self.conn, self.id, **fields)
-
-    def run_again_in(self, seconds, **fields):
-        """Schedule the next step; written with the release of the claim, in one transaction."""
-        self.release_fields = {"next_run_at": time.time() + seconds, **fields}
-
-    def poll_again(self, interval, **fields):
-        """Schedule the next poll `interval` after this step began, so polls keep their rate."""
-        self.release_fields = {"next_run_at": self.began + interval, **fields}
-
-    def fail(self, code, message):
-        """End the generation as failed with a code and a human message."""
-        logger.warning("Generation %s failed: %s %s", self.id, code, message)
-        return self.transition("failed", error_code=code, error_message=message)
-
-
 class Dispatcher:
     """A thread that finds due work, claims it and hands it to the pool; woken on change."""
 
@@ -103,6 +49,7 @@ class Dispatcher:
         self.pool = get_pool(app)
         self._wake = threading.Event()
         self._thread = None
+        self._renewed_at = 0.0
 
     def start(self):
         """Release dead owners' claims and start dispatching."""
@@ -151,6 +98,7 @@ class Dispatcher:
         """Fail overdue generations, start due ones; return seconds until the next due time."""
         conn = self.connections.get()
         now = time.time()
+        self.renew_leases(conn, now)
         self.expire_overdue(conn, now)
         # A queued generation being submitted right now (claimed) counts as in flight too.
         in_flight = conn.execute(
@@ -173,12 +121,28 @@ class Dispatcher:
                 free_submits -= 1
             if self.claim(conn, row["id"], now):
                 self.pool.submit(self.run_step, row["id"])
+        # Queued FAL work blocked by the cap waits for a release (which wakes us), not a timer.
+        blocked = "tripo3d" if free_submits == 0 else ""
         upcoming = conn.execute(
-            "SELECT MIN(MIN(next_run_at), MIN(deadline_at)) FROM generations"
-            " WHERE state NOT IN (?, ?, ?) AND claimed_by IS NULL",
-            jobs.TERMINAL,
+            "SELECT MIN(CASE WHEN g.state = 'queued' AND j.model_type = ? THEN g.deadline_at"
+            " ELSE MIN(g.next_run_at, g.deadline_at) END)"
+            " FROM generations g JOIN jobs j USING (job_id)"
+            " WHERE g.state NOT IN (?, ?, ?) AND g.claimed_by IS NULL",
+            (blocked, *jobs.TERMINAL),
         ).fetchone()[0]
-        return IDLE_WAIT if upcoming is None else min(IDLE_WAIT, max(0.01, upcoming - time.time()))
+        wait = IDLE_WAIT if upcoming is None else max(0.01, upcoming - time.time())
+        return min(wait, IDLE_WAIT, RENEW_EVERY)
+
+    def renew_leases(self, conn, now):
+        """Extend the leases this process holds, at most every RENEW_EVERY seconds."""
+        if now - self._renewed_at < RENEW_EVERY:
+            return
+        with db.transaction(conn):
+            conn.execute(
+                "UPDATE generations SET lease_until = ? WHERE claimed_by = ?",
+                (now + LEASE_SECONDS, self.identity),
+            )
+        self._renewed_at = now
 
     def expire_overdue(self, conn, now):
         """Fail every unfinished generation past its deadline with TIMEOUT."""
@@ -219,7 +183,7 @@ class Dispatcher:
                 " JOIN jobs j USING (job_id) JOIN files f USING (file_id) WHERE g.id = ?",
                 (generation_id,),
             ).fetchone()
-            if row is None or row["state"] in jobs.TERMINAL:
+            if row is None or row["state"] in jobs.TERMINAL or row["claimed_by"] != self.identity:
                 return
             run = GenerationRun(self.app, conn, row)
             try:
@@ -268,6 +232,15 @@ def init_app(app):
 def get_dispatcher(app):
     """Return the app's dispatcher."""
     return app.extensions["image2model.dispatcher"]
+
+
+def begin_shutdown(app):
+    """Stop taking work and wake every waiter (event streams end, the dispatcher stops)."""
+    get_pool(app).stopping.set()
+    events.notifier(app).notify()
+    dispatcher = app.extensions.get("image2model.dispatcher")
+    if dispatcher is not None:
+        dispatcher.wake()
 
 
 def shutdown(app):

@@ -63,7 +63,11 @@ class LiveServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_until(self._alive, timeout, interval=0.1, message=f"server on {self.port}")
+        try:
+            wait_until(self._alive, timeout, interval=0.1, message=f"server on {self.port}")
+        except BaseException:
+            self.kill()
+            raise
         return self
 
     def _alive(self):

@@ -136,3 +136,25 @@ def test_bounded_int(app, value, ok):
             assert "face_limit" in raised.value.message
         else:
             assert params.bounded_int(value, "face_limit", 1, 100000) == ok
+
+
+def test_json_body_over_its_own_limit_is_413(client):
+    response = client.post(
+        "/_test/json", data=b'{"a": "' + b"x" * 100_000 + b'"}', content_type="application/json"
+    )
+    assert_envelope(response, 413, "FILE_TOO_LARGE")
+
+
+def test_deeply_nested_json_is_400(client):
+    response = client.post("/_test/json", data=b"[" * 50_000, content_type="application/json")
+    assert_envelope(response, 400, "VALIDATION_ERROR")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/admin/disk-usage", "/api/v1/debug/job/job_x"])
+def test_options_on_admin_routes_is_not_an_error(client, path):
+    assert client.open(path, method="OPTIONS").status_code == 200
+
+
+def test_health_without_trailing_slash_answers_json(client):
+    response = client.get("/api/v1/health")
+    assert response.status_code == 200 and response.get_json()["status"] == "healthy"

@@ -2,8 +2,10 @@
 
 import os
 import threading
+import time
 
 import pytest
+import requests
 import trimesh
 
 from tests.fal_standin import FalStandIn
@@ -272,3 +274,29 @@ def test_requests_in_flight_are_capped(tmp_path, fal):
         live.stop()
     assert job["status"] == "completed" and fal.submit_count == 5
     assert 1 <= most_open <= 2
+
+
+def test_sigterm_ends_open_streams_and_exits_gracefully(server, fal):
+    fal.latency = 30.0
+    client = Client(server)
+    upload = client.upload([("s.png", png_bytes(1))], model_type="tripo3d")
+    fal.wait_for(lambda: fal.submit_count == 1, timeout=20)
+    connected, lines = threading.Event(), []
+
+    def read_stream():
+        url = server.url(f"/api/v1/status/tasks/{upload['task_id']}/stream")
+        with requests.get(url, headers=client.headers, stream=True, timeout=60) as response:
+            for line in response.iter_lines(decode_unicode=True):
+                lines.append(line)
+                connected.set()
+
+    reader = threading.Thread(target=read_stream)
+    reader.start()
+    assert connected.wait(timeout=10)
+    started = time.monotonic()
+    server.stop(timeout=15)
+    reader.join(timeout=15)
+    assert not reader.is_alive()
+    assert time.monotonic() - started < 10  # not the graceful timeout's SIGKILL
+    assert "Worker exiting" in server.log() and "was sent SIGKILL" not in server.log()
+    assert not any('"type": "completed"' in line or '"type": "error"' in line for line in lines)

@@ -355,3 +355,18 @@ def test_stream_resumed_after_the_terminal_event_ends_promptly(app, client):
 )
 def test_job_state_is_derived_from_its_generations(states, derived):
     assert jobs.job_state(states) == derived
+
+
+def test_open_streams_per_key_are_capped(app, client):
+    app.config["SSE_MAX_STREAMS_PER_KEY"] = 1
+    body = uploaded(client, [("a.png", images.png())])
+    url = f"/api/v1/status/tasks/{body['task_id']}/stream?timeout=5"
+    first = client.get(url, headers=bearer(USER_KEY), buffered=False)
+    assert first.status_code == 200
+    second = get(client, url)
+    assert_envelope(second, 429, "RATE_LIMIT_EXCEEDED")
+    other = client.get(url.replace("timeout=5", "timeout=1"), headers=bearer(ADMIN_KEY))
+    assert other.status_code == 200  # another key has its own slots
+    first.close()
+    third = get(client, url.replace("timeout=5", "timeout=1"))
+    assert third.status_code == 200  # closing the first stream freed its slot

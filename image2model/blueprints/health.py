@@ -8,7 +8,7 @@ from image2model.config import VERSION
 bp = Blueprint("health", __name__, url_prefix="/api/v1/health")
 
 
-@bp.get("/")
+@bp.get("/", strict_slashes=False)
 def basic():
     """Say the service is up."""
     return {

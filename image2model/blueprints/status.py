@@ -83,6 +83,7 @@ def task_stream(task_id):
     if sse.already_ended(db.get_db(), job["job_id"], last_id):
         # 204 tells an EventSource that reconnected after the end to stop reconnecting.
         return "", 204
+    release_slot = sse.slots(current_app).acquire(current_principal().owner)
     body = sse.stream(
         current_app._get_current_object(),
         job["job_id"],
@@ -91,8 +92,11 @@ def task_stream(task_id):
         timeout,
         current_app.config["SSE_HEARTBEAT"],
     )
-    return Response(
+    response = Response(
         body,
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+    # Called when the server is done with the response, even if the stream never started.
+    response.call_on_close(release_slot)
+    return response

@@ -15,7 +15,8 @@ def upload_files():
     """Check every image, store them and start one job over the batch."""
     model_type = options.model_type(current_app, request.form.get("model_type"))
     generation_options = options.parse(model_type, request.form)
-    files = [f for f in request.files.getlist("files") if f.filename or f.stream]
+    # A browser sends an unused file input as a part with an empty name: not a file.
+    files = [f for f in request.files.getlist("files") if f.filename]
     facts = uploads.check_all(files, current_app.config)
     sources = dict(zip(uploads.labels(files), (f.stream for f in files), strict=True))
     uploads.check_for_generator(model_type, sources, generation_options)
@@ -52,11 +53,7 @@ def file_status(file_id):
     file_row = uploads.find_file(conn, file_id, current_principal())
     if file_row is None:
         raise ApiError("NOT_FOUND", "No such file", {"file_id": file_id}, status=404)
-    latest = conn.execute(
-        "SELECT g.state, g.progress, g.job_id FROM generations g JOIN jobs j USING (job_id)"
-        " WHERE g.file_id = ? AND j.deleted_at IS NULL ORDER BY g.id DESC LIMIT 1",
-        (file_id,),
-    ).fetchone()
+    latest = uploads.latest_generation(conn, file_id)
     return {
         "file_id": file_id,
         "filename": file_row["filename"],

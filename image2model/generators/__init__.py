@@ -1,6 +1,6 @@
 """The generators a job can use, and what this server says about each."""
 
-DOWNLOAD_FORMATS = ["glb", "obj", "ply", "stl"]
+from image2model.convert import FORMATS
 
 CATALOGUE = {
     "tripo3d": {
@@ -32,7 +32,7 @@ def catalogue(app):
             "name": entry["name"],
             "description": entry["description"],
             "type": model_type,
-            "supported_formats": DOWNLOAD_FORMATS,
+            "supported_formats": list(FORMATS),
             "available": unavailable_reason(app, model_type) is None,
             "unavailable_reason": unavailable_reason(app, model_type),
             "default": app.config["DEFAULT_MODEL"] == model_type,

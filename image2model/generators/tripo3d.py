@@ -4,6 +4,7 @@ import base64
 import logging
 import os
 import re
+import time
 
 import fal_client
 import fal_client.client
@@ -22,6 +23,10 @@ PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)\s*%")
 
 class Retry(Exception):
     """A transient failure worth trying again later."""
+
+
+class MaybeSubmitted(Exception):
+    """The submit was sent but its answer was lost: FAL may have accepted (and will bill) it."""
 
 
 def client_for(app):
@@ -85,6 +90,11 @@ def classify(error):
         return code == 429 or code >= 500, f"HTTP {code} from FAL"
     if isinstance(error, (httpx.TransportError, requests.RequestException, Retry)):
         return True, f"{type(error).__name__}: {error}"
+    if isinstance(error, MaybeSubmitted):
+        return False, (
+            f"The connection to FAL broke after the request was sent ({error}); it is not sent"
+            " again, so that it is never paid for twice"
+        )
     if isinstance(error, (InvalidModelError, UnsupportedModelError)):
         return False, f"FAL returned an unusable model: {error}"
     return None
@@ -119,8 +129,11 @@ def submit(run):
     """Send the image and submit the request; store its id and URLs before anything else."""
     client = client_for(run.app)
     arguments = {"image_url": image_url(run, client), **run.options}
-    handle = client.submit(MODEL_ID, arguments=arguments)
-    run.transition(
+    try:
+        handle = client.submit(MODEL_ID, arguments=arguments)
+    except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError) as error:
+        raise MaybeSubmitted(type(error).__name__) from error
+    stored = run.transition(
         "submitted",
         progress=5,
         message=f"Submitted to FAL as request {handle.request_id}",
@@ -129,7 +142,25 @@ def submit(run):
         fal_response_url=handle.response_url,
         fal_cancel_url=handle.cancel_url,
         attempts=0,
+        # The deadline covers FAL's work, not the wait for a free slot on this server.
+        deadline_at=time.time() + run.app.config["JOB_TIMEOUT"],
     )
+    if not stored:
+        # The generation ended while we submitted (its deadline passed): do not leave a paid
+        # request running for nobody.
+        logger.warning(
+            "Generation %s ended during submit; cancelling %s", run.id, handle.request_id
+        )
+        cancel(
+            run.app,
+            {
+                "fal_request_id": handle.request_id,
+                "fal_response_url": handle.response_url,
+                "fal_status_url": handle.status_url,
+                "fal_cancel_url": handle.cancel_url,
+            },
+        )
+        return
     run.run_again_in(run.app.config["FAL_POLL_INTERVAL"])
 
 

@@ -1,0 +1,84 @@
+"""Log endpoints (admin API key only): statistics, rotation, cleanup, analysis, export, health."""
+
+from flask import Blueprint, current_app, request, send_file
+
+from image2model import logs, logs_analysis, logs_export, logs_files, params
+from image2model.auth import require_admin
+
+bp = Blueprint("logs", __name__, url_prefix="/api/v1/logs")
+bp.before_request(require_admin)
+
+
+@bp.get("/statistics")
+def statistics():
+    """Report counts, sizes and ages of the log files."""
+    return logs_files.statistics(logs.log_directory(current_app))
+
+
+@bp.post("/rotate")
+def rotate():
+    """Rotate every live log that has content."""
+    return logs_files.rotate(current_app)
+
+
+@bp.delete("/cleanup")
+def cleanup():
+    """Remove rotated logs and exports older than `older_than_days`."""
+    days = params.bounded_int(
+        request.args.get("older_than_days"), "older_than_days", 1, 365, default=30
+    )
+    return logs_files.cleanup(current_app, days)
+
+
+@bp.get("/analyze")
+def analyze():
+    """Report levels, error patterns, request patterns and response times over a window."""
+    log_type = logs_files.resolve_type(request.args.get("log_type"), default="worker")
+    hours_back = params.bounded_int(request.args.get("hours_back"), "hours_back", 1, 168, 24)
+    return logs_analysis.analyze(logs.log_directory(current_app), log_type, hours_back)
+
+
+@bp.get("/summary/daily")
+def daily_summary():
+    """Report one UTC day's numbers (default today)."""
+    day = logs_export.parse_date(request.args.get("date"), "date", required=False)
+    return logs_analysis.daily_summary(logs.log_directory(current_app), day)
+
+
+@bp.get("/types")
+def types():
+    """List the log types with descriptions and the accepted old names."""
+    return logs_files.types()
+
+
+@bp.post("/export")
+def export():
+    """Start a background export of a date range and log types as json, csv or txt."""
+    start = logs_export.parse_date(request.args.get("start_date"), "start_date")
+    end = logs_export.parse_date(request.args.get("end_date"), "end_date")
+    log_types = logs_export.parse_types(request.args.get("log_types"))
+    fmt = params.choice(
+        request.args.get("format"), "format", tuple(logs_export.FORMATS), default="json"
+    )
+    return logs_export.start_export(current_app, start, end, log_types, fmt), 202
+
+
+@bp.get("/export/<export_id>")
+def export_status(export_id):
+    """Report an export's status."""
+    return logs_export.export_status(current_app, export_id)
+
+
+@bp.get("/export/<export_id>/download")
+def export_download(export_id):
+    """Send a completed export's file."""
+    path, mime_type, name = logs_export.export_file(current_app, export_id)
+    return send_file(path, mimetype=mime_type, as_attachment=True, download_name=name)
+
+
+@bp.get("/health")
+def health():
+    """Report whether logging works: writable, disk, rotation, recent errors, last entry."""
+    return logs_analysis.health(
+        logs.log_directory(current_app), float(current_app.config["DISK_MIN_FREE_MB"])
+    )

@@ -1,0 +1,67 @@
+"""One step of one generation: the state operations a generator may call while it runs."""
+
+import json
+import logging
+import os
+import time
+
+from image2model import events, jobs
+
+logger = logging.getLogger(__name__)
+
+
+class GenerationRun:
+    """One step of one generation, with the state operations a generator may call."""
+
+    def __init__(self, app, conn, row):
+        self.app = app
+        self.conn = conn
+        self.row = row
+        self.id = row["id"]
+        self.options = json.loads(row["options"])
+        self.release_fields = {}
+        self.began = time.time()
+
+    @property
+    def image_path(self):
+        """Return the absolute path of the uploaded image."""
+        return os.path.join(self.app.instance_path, self.row["stored_path"])
+
+    def _notify(self, changed):
+        events.notifier(self.app).notify()
+        return changed
+
+    def transition(self, state, progress=None, **fields):
+        """Move to a new state (ignored once terminal) and wake streams; skip a no-op."""
+        row = self.row
+        if (
+            state == row["state"]
+            and set(fields) <= {"message"}
+            and fields.get("message", row["message"]) == row["message"]
+            and (progress is None or progress <= row["progress"])
+        ):
+            return False
+        changed = jobs.transition(self.conn, self.id, state, progress, **fields)
+        if changed and state != row["state"]:
+            logger.info(
+                "Generation %s of %s: %s -> %s", self.id, row["job_id"], row["state"], state
+            )
+        return self._notify(changed)
+
+    def log(self, *messages, progress=None, **fields):
+        """Record log lines, optional progress and fields."""
+        jobs.log(self.conn, self.id, messages, progress, **fields)
+        self._notify(True)
+
+    def run_again_in(self, seconds, **fields):
+        """Schedule the next step; written with the release of the claim, in one transaction."""
+        self.release_fields = {"next_run_at": time.time() + seconds, **fields}
+
+    def poll_again(self, interval, **fields):
+        """Schedule the next poll `interval` after this step began, so polls keep their rate."""
+        self.release_fields = {"next_run_at": self.began + interval, **fields}
+
+    def fail(self, code, message):
+        """End the generation as failed with a code and a human message."""
+        logger.warning("Generation %s failed: %s %s", self.id, code, message)
+        return self.transition("failed", error_code=code, error_message=message)
