@@ -121,13 +121,14 @@ class Dispatcher:
                 free_submits -= 1
             if self.claim(conn, row["id"], now):
                 self.pool.submit(self.run_step, row["id"])
-        # Queued FAL work blocked by the cap waits for a release (which wakes us), not a timer.
         blocked = "tripo3d" if free_submits == 0 else ""
+        # Claimed work and FAL work blocked by the cap are woken by a release, not a timer;
+        # every unfinished generation's deadline still counts.
         upcoming = conn.execute(
-            "SELECT MIN(CASE WHEN g.state = 'queued' AND j.model_type = ? THEN g.deadline_at"
+            "SELECT MIN(CASE WHEN g.claimed_by IS NOT NULL"
+            " OR (g.state = 'queued' AND j.model_type = ?) THEN g.deadline_at"
             " ELSE MIN(g.next_run_at, g.deadline_at) END)"
-            " FROM generations g JOIN jobs j USING (job_id)"
-            " WHERE g.state NOT IN (?, ?, ?) AND g.claimed_by IS NULL",
+            " FROM generations g JOIN jobs j USING (job_id) WHERE g.state NOT IN (?, ?, ?)",
             (blocked, *jobs.TERMINAL),
         ).fetchone()[0]
         wait = IDLE_WAIT if upcoming is None else max(0.01, upcoming - time.time())

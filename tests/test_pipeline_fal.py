@@ -300,3 +300,20 @@ def test_sigterm_ends_open_streams_and_exits_gracefully(server, fal):
     assert time.monotonic() - started < 10  # not the graceful timeout's SIGKILL
     assert "Worker exiting" in server.log() and "was sent SIGKILL" not in server.log()
     assert not any('"type": "completed"' in line or '"type": "error"' in line for line in lines)
+
+
+def test_request_of_a_generation_that_ended_during_submit_is_cancelled(tmp_path, fal):
+    live = fal_server(tmp_path, fal, JOB_TIMEOUT=1).start()
+    fal.hang("submit", 3)
+    try:
+        _, job = failed_job(live, fal)
+        assert job["status"] == "failed", job
+        assert job["errors"][0]["code"] == "TIMEOUT"
+        (submitted,) = fal.wait_for(lambda: fal.submits, timeout=10)
+        fal.wait_for(
+            lambda: [c for c in fal.cancels if c["request_id"] == submitted["request_id"]],
+            timeout=10,
+        )
+    finally:
+        fal.hang("submit", 0)
+        live.stop()

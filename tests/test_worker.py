@@ -125,3 +125,26 @@ def test_fal_submissions_beyond_the_cap_wait(app, client, monkeypatch):
         conn.close()
     worker.get_dispatcher(app).run_due()
     assert sorted(started) == [1, 2]  # the two in flight are polled; the queued two wait
+
+
+def test_leases_of_this_process_are_renewed(app, client):
+    images.uploaded(client, [("a.png", images.png())])
+    dispatcher = worker.get_dispatcher(app)
+    set_columns(app, claimed_by=dispatcher.identity, lease_until=time.time() + 1)
+    dispatcher.run_due()
+    assert generation_rows(app)[0]["lease_until"] > time.time() + worker.LEASE_SECONDS - 60
+
+
+def test_a_step_whose_claim_was_lost_does_nothing(app, client):
+    images.uploaded(client, [("a.png", images.png())])
+    set_columns(app, claimed_by="elsewhere:1:1", lease_until=time.time() + 60)
+    worker.get_dispatcher(app).run_step(generation_rows(app)[0]["id"])
+    row = generation_rows(app)[0]
+    assert (row["state"], row["claimed_by"]) == ("queued", "elsewhere:1:1")
+
+
+def test_a_lost_submit_answer_is_not_retried():
+    from image2model.generators import tripo3d
+
+    retry, message = tripo3d.classify(tripo3d.MaybeSubmitted("ReadTimeout"))
+    assert retry is False and "twice" in message
