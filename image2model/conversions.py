@@ -116,6 +116,7 @@ def _convert_on_pool(app, glb_path, fmt, cache_path, units, name, source_mtime_n
             name,
             source_mtime_ns,
             timeout=CONVERT_TIMEOUT,
+            share_key=cache_path,
         )
     except convert.UnsupportedModelError as error:
         raise ApiError(

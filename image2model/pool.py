@@ -18,6 +18,8 @@ class WorkerPool:
             else None
         )
         self.stopping = threading.Event()
+        self._shared = {}
+        self._shared_lock = threading.Lock()
 
     @property
     def alive(self):
@@ -42,13 +44,30 @@ class WorkerPool:
             return self._run(fn, args, kwargs)
         return self._executor.submit(self._run, fn, args, kwargs)
 
-    def call(self, fn, *args, timeout=None, **kwargs):
-        """Run `fn` on the pool and wait for its result; its exception is raised here."""
+    def call(self, fn, *args, timeout=None, share_key=None, **kwargs):
+        """Run `fn` on the pool and wait for its result; its exception is raised here.
+
+        Calls with the same `share_key` while one is running wait on that one instead of
+        starting another (a caller that timed out leaves it running for the next).
+        """
         if not self.alive:
             raise RuntimeError("the worker pool is shutting down")
         if self._executor is None:
             return fn(*args, **kwargs)
-        return self._executor.submit(fn, *args, **kwargs).result(timeout=timeout)
+        with self._shared_lock:
+            future = self._shared.get(share_key) if share_key is not None else None
+            if future is None:
+                future = self._executor.submit(fn, *args, **kwargs)
+                if share_key is not None:
+                    self._shared[share_key] = future
+                    future.add_done_callback(lambda _done: self._forget(share_key, future))
+        return future.result(timeout=timeout)
+
+    def _forget(self, share_key, future):
+        """Drop a finished shared call."""
+        with self._shared_lock:
+            if self._shared.get(share_key) is future:
+                del self._shared[share_key]
 
     def _run(self, fn, args, kwargs):
         """Call `fn`, logging any exception, and count it finished."""

@@ -148,3 +148,30 @@ def test_a_lost_submit_answer_is_not_retried():
 
     retry, message = tripo3d.classify(tripo3d.MaybeSubmitted("ReadTimeout"))
     assert retry is False and "twice" in message
+
+
+def test_pool_shares_a_running_call_by_key():
+    import threading
+
+    from image2model.pool import WorkerPool
+
+    pool = WorkerPool(2)
+    started, release, starts = threading.Event(), threading.Event(), []
+
+    def slow():
+        starts.append(1)
+        started.set()
+        release.wait(5)
+        return "done"
+
+    try:
+        with pytest.raises(TimeoutError):
+            pool.call(slow, timeout=0.05, share_key="k")  # gives up; the call goes on
+        assert started.wait(5)
+        with pytest.raises(TimeoutError):
+            pool.call(slow, timeout=0.05, share_key="k")  # joins the running call
+        assert starts == [1]
+        release.set()
+    finally:
+        release.set()
+        pool.shutdown()
