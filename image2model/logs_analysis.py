@@ -83,12 +83,7 @@ def analyze(directory, log_type, hours_back, now=None):
     lines = 0
     for _epoch, entry in reader.entries(files_of_type(directory, log_type), since, now + 1):
         lines += 1
-        level = str(entry.get("level", "")).upper()
-        levels[level] += 1
-        if level in ERROR_LEVELS:
-            patterns[normalise(entry.get("message"))] += 1
-        if log_type == "access":
-            requests.add(entry)
+        tally(entry, log_type, levels, patterns, requests)
     if log_type != "access":
         access_reader = EntryReader()
         for _epoch, entry in access_reader.entries(files_of_type(directory, "access"), since):
@@ -105,6 +100,16 @@ def analyze(directory, log_type, hours_back, now=None):
     }
 
 
+def tally(entry, log_type, levels, patterns, requests):
+    """Count one entry's level, its error pattern, and (access log) its request figures."""
+    level = str(entry.get("level", "")).upper()
+    levels[level] += 1
+    if level in ERROR_LEVELS:
+        patterns[normalise(entry.get("message"))] += 1
+    if log_type == "access":
+        requests.add(entry)
+
+
 def daily_summary(directory, day):
     """Return one UTC day's entry counts, top endpoints and error summary (all log types)."""
     start = datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
@@ -115,12 +120,7 @@ def daily_summary(directory, day):
     for log_type in DISTINCT_TYPES:
         for _epoch, entry in reader.entries(files_of_type(directory, log_type), start, end):
             by_type[log_type] += 1
-            level = str(entry.get("level", "")).upper()
-            levels[level] += 1
-            if level in ERROR_LEVELS:
-                patterns[normalise(entry.get("message"))] += 1
-            if log_type == "access":
-                requests.add(entry)
+            tally(entry, log_type, levels, patterns, requests)
     return {
         "date": day.isoformat(),
         "total_entries": sum(by_type.values()),

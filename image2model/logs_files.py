@@ -48,18 +48,12 @@ def types():
 def log_files(directory):
     """Return `(name, log type or None, backup number or None, stat)` of each regular file."""
     found = []
-    with os.scandir(directory) as scan:
-        for entry in scan:
-            try:
-                info = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            if not stat.S_ISREG(info.st_mode):
-                continue
-            match = LOG_FILE_NAME.match(entry.name)
-            log_type = match["type"] if match and match["type"] in logs.LOG_TYPES else None
-            number = int(match["number"]) if log_type and match["number"] else None
-            found.append((entry.name, log_type, number, info))
+    for path, info in _regular_files(directory):
+        name = os.path.basename(path)
+        match = LOG_FILE_NAME.match(name)
+        log_type = match["type"] if match and match["type"] in logs.LOG_TYPES else None
+        number = int(match["number"]) if log_type and match["number"] else None
+        found.append((name, log_type, number, info))
     return sorted(found, key=lambda item: item[0])
 
 

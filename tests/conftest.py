@@ -14,9 +14,18 @@ def bearer(key):
     return {"Authorization": f"Bearer {key}"}
 
 
+def with_config(**settings):
+    """Build the app of a test with these extra settings (indirect parametrization)."""
+    return pytest.mark.parametrize("app_config", [settings], indirect=True, ids=["config"])
+
+
 @pytest.fixture
-def app_config(tmp_path):
-    """Return the test configuration; tests may change it before `app` is built."""
+def app_config(tmp_path, monkeypatch, request):
+    """Return the test configuration; tests may change it before `app` is built.
+
+    FAL_KEY is cleared from the environment so the machine's own never decides a test.
+    """
+    monkeypatch.delenv("FAL_KEY", raising=False)
     return {
         "TESTING": True,
         "INSTANCE_PATH": str(tmp_path / "instance"),
@@ -24,6 +33,7 @@ def app_config(tmp_path):
         "ADMIN_API_KEY": ADMIN_KEY,
         "POOL_SIZE": 0,
         "RATELIMIT_DEFAULT": "1000 per minute",
+        **getattr(request, "param", {}),
     }
 
 

@@ -8,25 +8,13 @@ import pytest
 
 from image2model import create_app, jobs, maintenance, storage, worker
 from tests import images
-from tests.conftest import ADMIN_KEY, USER_KEY, bearer
+from tests.conftest import ADMIN_KEY, USER_KEY, bearer, with_config
 from tests.live_server import wait_until
 from tests.test_errors import assert_envelope
 
 HOUR = 3600
 CLEANUP_URL = "/api/v1/admin/cleanup"
 IN_FLIGHT_STATES = ("queued", *jobs.IN_FLIGHT)
-
-
-@pytest.fixture
-def app_config(app_config, monkeypatch, request):
-    """No FAL key from the environment; a test may add settings with indirect parametrization."""
-    monkeypatch.delenv("FAL_KEY", raising=False)
-    return {**app_config, **getattr(request, "param", {})}
-
-
-def with_config(**settings):
-    """Build the app of a test with these extra settings."""
-    return pytest.mark.parametrize("app_config", [settings], indirect=True, ids=["config"])
 
 
 # --- helpers (shared with test_admin) -----------------------------------------------------------

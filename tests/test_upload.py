@@ -12,7 +12,7 @@ from PIL import Image
 
 from image2model import jobs, storage, worker
 from tests import images
-from tests.conftest import ADMIN_KEY, OTHER_KEY, USER_KEY, bearer
+from tests.conftest import ADMIN_KEY, OTHER_KEY, USER_KEY, bearer, with_config
 from tests.images import upload, uploaded
 from tests.test_errors import assert_envelope
 
@@ -24,18 +24,6 @@ ID_SHAPES = {
     "task": re.compile(r"task_([A-Za-z0-9_-]+)"),
     "file": re.compile(r"file_([A-Za-z0-9_-]+)"),
 }
-
-
-@pytest.fixture
-def app_config(app_config, monkeypatch, request):
-    """No FAL key from the environment; a test may add settings with indirect parametrization."""
-    monkeypatch.delenv("FAL_KEY", raising=False)
-    return {**app_config, **getattr(request, "param", {})}
-
-
-def with_config(**settings):
-    """Build the app of a test with these extra settings."""
-    return pytest.mark.parametrize("app_config", [settings], indirect=True, ids=["config"])
 
 
 def random_bits(text):
