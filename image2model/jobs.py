@@ -148,8 +148,8 @@ def download_url(job_id, filename):
     return f"/api/v1/download/{job_id}/{filename}"
 
 
-def transition(conn, generation_id, state, progress=None, **fields):
-    """Move a generation to `state` unless already terminal, recording the event; True if moved."""
+def transition(conn, generation_id, state, progress=None, log_lines=(), **fields):
+    """Move a generation to `state` unless terminal, recording its log lines and events."""
     now = time.time()
     assignments = {"state": state, "updated_at": now, **fields}
     if state in TERMINAL:
@@ -171,9 +171,12 @@ def transition(conn, generation_id, state, progress=None, **fields):
         )
         if cursor.rowcount != 1:
             return False
-        job_id = conn.execute(
-            "SELECT job_id FROM generations WHERE id = ?", (generation_id,)
-        ).fetchone()["job_id"]
+        row = conn.execute(
+            "SELECT job_id, file_id FROM generations WHERE id = ?", (generation_id,)
+        ).fetchone()
+        job_id = row["job_id"]
+        for line in log_lines:
+            events.record(conn, job_id, "log", {"file_id": row["file_id"], "message": line})
         progress_body = progress_event(conn, job_id, generation_id)
         events.record(conn, job_id, "progress", progress_body)
         if progress_body["status"] in TERMINAL:

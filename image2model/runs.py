@@ -31,17 +31,18 @@ class GenerationRun:
         events.notifier(self.app).notify()
         return changed
 
-    def transition(self, state, progress=None, **fields):
+    def transition(self, state, progress=None, log_lines=(), **fields):
         """Move to a new state (ignored once terminal) and wake streams; skip a no-op."""
         row = self.row
         if (
-            state == row["state"]
+            not log_lines
+            and state == row["state"]
             and set(fields) <= {"message"}
             and fields.get("message", row["message"]) == row["message"]
             and (progress is None or progress <= row["progress"])
         ):
             return False
-        changed = jobs.transition(self.conn, self.id, state, progress, **fields)
+        changed = jobs.transition(self.conn, self.id, state, progress, log_lines, **fields)
         if changed and state != row["state"]:
             logger.info(
                 "Generation %s of %s: %s -> %s", self.id, row["job_id"], row["state"], state

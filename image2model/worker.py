@@ -114,13 +114,15 @@ class Dispatcher:
             " AND (g.claimed_by IS NULL OR g.lease_until < ?) ORDER BY g.next_run_at, g.id",
             (*jobs.TERMINAL, now, now),
         ).fetchall()
+        chosen = []
         for row in rows:
             if row["state"] == "queued" and row["model_type"] == "tripo3d":
                 if free_submits == 0:
                     continue
                 free_submits -= 1
-            if self.claim(conn, row["id"], now):
-                self.pool.submit(self.run_step, row["id"])
+            chosen.append(row["id"])
+        for generation_id in self.claim(conn, chosen, now):
+            self.pool.submit(self.run_step, generation_id)
         blocked = "tripo3d" if free_submits == 0 else ""
         # Claimed work and FAL work blocked by the cap are woken by a release, not a timer;
         # every unfinished generation's deadline still counts.
@@ -163,15 +165,21 @@ class Dispatcher:
                 if cancel is not None:
                     self.pool.submit(cancel, self.app, row)
 
-    def claim(self, conn, generation_id, now):
-        """Take the lease of a generation; return False if another owner holds it."""
+    def claim(self, conn, generation_ids, now):
+        """Take the leases of generations in one transaction; return the ids this process got."""
+        if not generation_ids:
+            return []
+        claimed = []
         with db.transaction(conn):
-            cursor = conn.execute(
-                "UPDATE generations SET claimed_by = ?, lease_until = ? WHERE id = ?"
-                " AND (claimed_by IS NULL OR lease_until < ?)",
-                (self.identity, now + LEASE_SECONDS, generation_id, now),
-            )
-        return cursor.rowcount == 1
+            for generation_id in generation_ids:
+                cursor = conn.execute(
+                    "UPDATE generations SET claimed_by = ?, lease_until = ? WHERE id = ?"
+                    " AND (claimed_by IS NULL OR lease_until < ?)",
+                    (self.identity, now + LEASE_SECONDS, generation_id, now),
+                )
+                if cursor.rowcount == 1:
+                    claimed.append(generation_id)
+        return claimed
 
     def run_step(self, generation_id):
         """Run one step of a generation; any exception ends it as failed, never silently."""

@@ -190,28 +190,29 @@ def poll(run):
     """Ask FAL for the request's status; turn it into progress and logs, or fetch the result."""
     handle = handle_for(run.app, run.row)
     status = handle.status(with_logs=True)
+    if isinstance(status, fal_client.Completed):
+        _progress, logged = new_logs(run, status.logs, 88.0)
+        if status.error:
+            message = f"FAL could not generate the model: {status.error}"
+            run.transition("failed", error_code="FAL_API_ERROR", error_message=message, **logged)
+            return
+        run.transition("downloading", progress=90, message="Downloading the result", **logged)
+        fetch_result(run)
+        return
     if isinstance(status, fal_client.Queued):
         run.transition(
             "submitted",
             progress=max(5.0, 10.0 - status.position),
             message=f"Waiting in FAL's queue (position {status.position})",
         )
-    elif isinstance(status, fal_client.InProgress):
-        progress = record_logs(run, status.logs, 15.0)
-        run.transition("processing", progress=progress, message="Generating on FAL")
-    elif isinstance(status, fal_client.Completed):
-        record_logs(run, status.logs, 88.0)
-        if status.error:
-            run.fail("FAL_API_ERROR", f"FAL could not generate the model: {status.error}")
-            return
-        run.transition("downloading", progress=90, message="Downloading the result")
-        fetch_result(run)
-        return
+    else:
+        progress, logged = new_logs(run, status.logs, 15.0)
+        run.transition("processing", progress=progress, message="Generating on FAL", **logged)
     run.poll_again(run.app.config["FAL_POLL_INTERVAL"], attempts=0)
 
 
-def record_logs(run, logs, floor):
-    """Emit FAL log lines not seen yet; return the progress they imply (15-88)."""
+def new_logs(run, logs, floor):
+    """Return the progress unseen FAL log lines imply and the transition fields recording them."""
     logs = logs or []
     seen = run.row["fal_logs_seen"]
     progress = max(floor, run.row["progress"])
@@ -222,9 +223,8 @@ def record_logs(run, logs, floor):
         if match:
             progress = max(progress, 15.0 + min(100.0, float(match.group(1))) * 0.73)
         messages.append(message)
-    if messages:
-        run.log(*messages, fal_logs_seen=len(logs))
-    return progress
+    logged = {"log_lines": messages, "fal_logs_seen": len(logs)} if messages else {}
+    return progress, logged
 
 
 def fetch_result(run):
