@@ -148,11 +148,13 @@ def download_url(job_id, filename):
     return f"/api/v1/download/{job_id}/{filename}"
 
 
-def transition(conn, generation_id, state, progress=None, log_lines=(), **fields):
+def transition(
+    conn, generation_id, state, progress=None, log_lines=(), release_claim=True, **fields
+):
     """Move a generation to `state` unless terminal, recording its log lines and events."""
     now = time.time()
     assignments = {"state": state, "updated_at": now, **fields}
-    if state in TERMINAL:
+    if state in TERMINAL and release_claim:
         assignments.update(claimed_by=None, lease_until=None)
     columns = ", ".join(f"{name} = ?" for name in assignments)
     values = list(assignments.values())

@@ -123,6 +123,15 @@ def start_export(app, start, end, log_types, fmt):
     registry = _registry(app)
     with registry["lock"]:
         records = registry["records"]
+        # One export at a time: each may scan every log, and the pool also runs generations.
+        if any(r["status"] in ("started", "running") for r in records.values()):
+            raise ApiError(
+                "RATE_LIMIT_EXCEEDED",
+                "An export is already running: wait for it to finish",
+                {},
+                429,
+                headers={"Retry-After": "5"},
+            )
         records[export_id] = record
         for old_id in list(records)[:-KEPT_RECORDS]:
             del records[old_id]  # the file stays; its status is then read from the disk

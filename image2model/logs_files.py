@@ -83,27 +83,38 @@ class EntryReader:
 
     def entries(self, files, since=None, until=None):
         """Yield `(epoch, entry)` of the files' entries in `[since, until)`."""
+        # Open every file first: a rotation while we read renames files by number, and a name
+        # opened later could then be another file's (one read twice, one missed).
+        handles = []
         for path, info in files:
             if since is not None and info.st_mtime < since:
                 continue  # last written before the window: nothing in it is recent enough
             try:
-                handle = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
+                handles.append(open(path, encoding="utf-8", errors="replace"))  # noqa: SIM115
             except FileNotFoundError:
                 continue  # rotated away meanwhile
-            with handle:
-                for line in handle:
-                    if not line.strip():
-                        continue
-                    try:
-                        entry = json.loads(line)
-                    except ValueError:
-                        entry = None
-                    epoch = entry_time(entry)
-                    if epoch is None:
-                        self.unparsed += 1
-                        continue
-                    if (since is None or epoch >= since) and (until is None or epoch < until):
-                        yield epoch, entry
+        try:
+            for handle in handles:
+                yield from self._read(handle, since, until)
+        finally:
+            for handle in handles:
+                handle.close()
+
+    def _read(self, handle, since, until):
+        """Yield `(epoch, entry)` of one open file's entries in the window."""
+        for line in handle:
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                entry = None
+            epoch = entry_time(entry)
+            if epoch is None:
+                self.unparsed += 1
+                continue
+            if (since is None or epoch >= since) and (until is None or epoch < until):
+                yield epoch, entry
 
 
 def statistics(directory):

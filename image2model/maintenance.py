@@ -151,11 +151,14 @@ def delete_job(app, conn, job_id):
             ).fetchone()
             if job is None:
                 raise ApiError("NOT_FOUND", "No such job", {"job_id": job_id[:255]}, 404)
-            states = [
-                row[0]
-                for row in conn.execute("SELECT state FROM generations WHERE job_id = ?", (job_id,))
-            ]
-            if any(state not in jobs.TERMINAL for state in states):
+            generations = conn.execute(
+                "SELECT state, claimed_by, lease_until FROM generations WHERE job_id = ?",
+                (job_id,),
+            ).fetchall()
+            states = [row["state"] for row in generations]
+            # A step that is still running (a live claim) counts as in flight, even after a timeout.
+            running = any(r["claimed_by"] and r["lease_until"] > time.time() for r in generations)
+            if running or any(state not in jobs.TERMINAL for state in states):
                 raise ApiError(
                     "CONFLICT",
                     "The job is still in flight: wait until it has finished, then delete it",

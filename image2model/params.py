@@ -7,8 +7,8 @@ from image2model.errors import ApiError
 JSON_BODY_LIMIT = 64 * 1024
 
 
-def json_object():
-    """Return the request's JSON body as a dict, or raise a clear 400 (or 413 when too big)."""
+def json_object(optional=False):
+    """Return the request's JSON body as a dict (or {} when optional and empty), else raise."""
     # The app-wide limit is sized for uploads; a JSON body never needs more than this.
     request.max_content_length = JSON_BODY_LIMIT
     try:
@@ -17,6 +17,8 @@ def json_object():
         raise ApiError("VALIDATION_ERROR", "The JSON body is nested too deeply") from None
     if body is None:
         raw = request.get_data(cache=True)
+        if optional and not raw.strip():
+            return {}
         message = "Malformed JSON body" if raw.strip() else "A JSON object body is required"
         raise ApiError("VALIDATION_ERROR", message, {"content_type": request.content_type})
     if not isinstance(body, dict):

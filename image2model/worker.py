@@ -156,8 +156,15 @@ class Dispatcher:
         ).fetchall()
         for row in overdue:
             message = "The generation did not finish before its deadline"
+            # A step still running keeps its claim until it ends, so the job is not deleted
+            # under it; the step sees the terminal state and stops.
             if jobs.transition(
-                conn, row["id"], "failed", error_code="TIMEOUT", error_message=message
+                conn,
+                row["id"],
+                "failed",
+                release_claim=False,
+                error_code="TIMEOUT",
+                error_message=message,
             ):
                 logger.warning("Generation %s timed out", row["id"])
                 events.notifier(self.app).notify()

@@ -59,12 +59,22 @@ def test_no_or_unknown_key_gets_401_everywhere(client, method, path, body, key):
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
+# What the admin gets from each endpoint: the ids above are unknown (404), exports start (202).
+EXPECTED_FOR_ADMIN = {
+    "POST /api/v1/admin/cleanup-job": 404,
+    "DELETE /api/v1/admin/delete-job/job_0123": 404,
+    "POST /api/v1/logs/export": 202,
+    f"GET /api/v1/logs/export/{EXPORT_ID}": 404,
+    f"GET /api/v1/logs/export/{EXPORT_ID}/download": 404,
+}
+
+
 @pytest.mark.parametrize(("method", "path", "body"), ENDPOINTS, ids=IDS)
 def test_the_admin_key_is_let_through_everywhere(client, method, path, body):
     response = call(client, method, path, body)
-    # unknown job and export ids are 404; everything else answers
-    assert response.status_code in (200, 202, 404), response.get_data(as_text=True)
-    if response.status_code == 404:
+    expected = EXPECTED_FOR_ADMIN.get(f"{method} {path.split('?')[0]}", 200)
+    assert response.status_code == expected, response.get_data(as_text=True)
+    if expected == 404:
         assert response.get_json()["detail"]["code"] == "NOT_FOUND"
     response.close()
 
@@ -255,3 +265,30 @@ def test_system_health_reports_sizes_and_retention(app, client):
     assert body["retention"] == {"enabled": False, "hours": 72.0, "interval_seconds": 3600.0}
     assert body["cleanup_status"] == {"last_run": None, "files_cleaned": 0, "space_freed_mb": 0.0}
     assert body["timestamp"].endswith("Z")
+
+
+def test_delete_of_a_timed_out_job_whose_step_still_runs_is_409(app, client):
+    body = finished_job(app, client)
+    from image2model import db, worker
+
+    conn = db.connect(db.database_path(app))
+    try:
+        with db.transaction(conn):
+            conn.execute(
+                "UPDATE generations SET state = 'failed', claimed_by = ?, lease_until = ?",
+                (worker.get_dispatcher(app).identity, 4102444800),
+            )
+    finally:
+        conn.close()
+    response = call(client, "DELETE", f"/api/v1/admin/delete-job/{body['job_id']}")
+    assert_envelope(response, 409, "CONFLICT")
+
+
+def test_cleanup_body_is_held_to_the_json_limit(client):
+    response = client.post(
+        "/api/v1/admin/cleanup",
+        data=b'{"hours": 24, "pad": "' + b"x" * 200_000 + b'"}',
+        content_type="application/json",
+        headers=bearer(ADMIN_KEY),
+    )
+    assert_envelope(response, 413, "FILE_TOO_LARGE")

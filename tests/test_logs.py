@@ -586,3 +586,41 @@ def test_health_without_handlers_reports_rotation_not_working(app, client):
         assert body["rotation_working"] is False
     finally:
         logs.install(log_dir(app), app.config)
+
+
+def test_a_second_export_while_one_runs_is_429(app, client, day_logs):
+    body = admin(client, "POST", f"/api/v1/logs/export?start_date={DAY}&end_date={DAY}").json
+    registry = app.extensions["image2model.log_exports"]
+    with registry["lock"]:
+        registry["records"][body["export_id"]]["status"] = "running"
+    second = admin(client, "POST", f"/api/v1/logs/export?start_date={DAY}&end_date={DAY}")
+    assert_envelope(second, 429, "RATE_LIMIT_EXCEEDED")
+    with registry["lock"]:
+        registry["records"][body["export_id"]]["status"] = "completed"
+    third = admin(client, "POST", f"/api/v1/logs/export?start_date={DAY}&end_date={DAY}")
+    assert third.status_code == 202
+
+
+def test_a_rotation_during_a_read_loses_no_file(app, tmp_path):
+    from image2model.logs_files import EntryReader
+
+    folder = tmp_path / "rot"
+    folder.mkdir()
+    paths = []
+    for number in (2, 1, 0):
+        path = folder / (f"access.log.{number}" if number else "access.log")
+        lines = [
+            json.dumps({"timestamp": f"2024-03-15T10:0{number}:0{i}Z", "n": number})
+            for i in range(3)
+        ]
+        path.write_text("\n".join(lines) + "\n")
+        paths.append((str(path), os.stat(path)))
+    entries = EntryReader().entries(paths)
+    first = next(entries)
+    # rotate: every file moves up one number, a fresh live file appears
+    os.rename(folder / "access.log.2", folder / "access.log.3")
+    os.rename(folder / "access.log.1", folder / "access.log.2")
+    os.rename(folder / "access.log", folder / "access.log.1")
+    (folder / "access.log").write_text("")
+    rest = list(entries)
+    assert [e["n"] for _t, e in [first, *rest]] == [2, 2, 2, 1, 1, 1, 0, 0, 0]

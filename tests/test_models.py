@@ -320,3 +320,16 @@ def test_job_status_is_for_its_owner_and_the_admin(client, key, status):
 def test_unknown_job_is_404(client):
     response = job_status(client, "job_000000000000000000000000", key=ADMIN_KEY)
     assert_envelope(response, 404, "NOT_FOUND")
+
+
+def test_generate_from_a_file_of_a_deleted_job_is_404(app, client):
+    body = images.uploaded(client, [("a.png", images.png())])
+    worker.get_dispatcher(app).run_due()
+    deleted = client.delete(f"/api/v1/admin/delete-job/{body['job_id']}", headers=bearer(ADMIN_KEY))
+    assert deleted.status_code == 200
+    response = client.post(
+        "/api/v1/models/generate",
+        json={"file_id": body["uploaded_files"][0]["file_id"]},
+        headers=bearer(USER_KEY),
+    )
+    assert response.status_code == 404

@@ -37,7 +37,7 @@ def disk_usage():
 @bp.post("/cleanup")
 def cleanup():
     """Remove uploads and results of jobs finished more than `hours` ago (or only report them)."""
-    body = params.json_object() if request.get_data() else {}
+    body = params.json_object(optional=True)
     hours = params.bounded_int(
         body.get("hours"),
         "hours",

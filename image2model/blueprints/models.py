@@ -48,6 +48,9 @@ def generate():
     image_path = os.path.join(current_app.instance_path, file_row["stored_path"])
     uploads.check_for_generator(model_type, {file_row["filename"]: image_path}, generation_options)
     with db.transaction(conn):
+        # Again inside the transaction: a cleanup may have retired the file meanwhile.
+        if uploads.find_file(conn, file_id, current_principal()) is None:
+            raise ApiError("NOT_FOUND", "No such file", {"file_id": file_id}, status=404)
         job_id, task_id = jobs.insert_job(
             conn,
             current_principal().owner,
