@@ -4,9 +4,8 @@ import logging
 import os
 import shutil
 import stat
-from datetime import UTC, datetime
 
-from image2model import storage
+from image2model import clock, storage
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +70,6 @@ def newest_mtime(path):
     return newest
 
 
-def iso(epoch):
-    """Return an epoch time as ISO 8601 UTC with a Z suffix."""
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class Tally:
     """What a cleanup removed (or would remove): counts, bytes, paths and errors."""
 
@@ -130,7 +124,7 @@ def _item(entry):
         "path": entry.name,
         "size_mb": round(size / MB, 3),
         "size_bytes": size,
-        "modified": iso(info.st_mtime),
+        "modified": clock.iso(info.st_mtime),
         "is_directory": is_directory,
         "is_symlink": stat.S_ISLNK(info.st_mode),
         "file_count": files,

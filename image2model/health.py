@@ -3,20 +3,14 @@
 import platform
 import shutil
 import time
-from datetime import UTC, datetime
 
 import psutil
 
-from image2model import db
+from image2model import clock, db
 from image2model.config import VERSION
 from image2model.pool import get_pool
 
 SERVICE_NAME = "image2model-backend"
-
-
-def timestamp():
-    """Return the current UTC time as ISO 8601 with a Z suffix."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def uptime_seconds(app):
@@ -123,7 +117,7 @@ def detailed(app):
         "status": overall_status(components),
         "service": SERVICE_NAME,
         "version": VERSION,
-        "timestamp": timestamp(),
+        "timestamp": clock.iso(),
         "system": system_figures(app),
         "components": components,
         "uptime_seconds": uptime_seconds(app),
@@ -138,7 +132,7 @@ def readiness(app):
     ready = overall_status(components) == "healthy"
     body = {
         "status": "ready" if ready else "not_ready",
-        "timestamp": timestamp(),
+        "timestamp": clock.iso(),
         "components": components,
     }
     return ready, body

@@ -8,9 +8,8 @@ import json
 import logging
 import os
 import stat
-from datetime import UTC, datetime
 
-from image2model import jobs, storage
+from image2model import clock, jobs, storage
 from image2model.downloads import checked_name
 
 logger = logging.getLogger(__name__)
@@ -29,10 +28,8 @@ GENERATION_TIMES = {
 
 
 def iso(epoch):
-    """Return an epoch time as ISO 8601 UTC with a Z suffix, or None."""
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """Return an epoch time as ISO 8601 UTC with microseconds, or None."""
+    return None if epoch is None else clock.iso(epoch, "microseconds")
 
 
 def job_report(app, conn, job_id):

@@ -2,13 +2,12 @@
 
 import hashlib
 import secrets
-from datetime import UTC, datetime
 
 import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from image2model import db
+from image2model import clock, db
 
 KEY_PREFIX = "i2m_"
 
@@ -25,11 +24,6 @@ def hash_key(key):
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def utc_now():
-    """Return the current UTC time as ISO 8601 with a Z suffix."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def create_key(conn, name, is_admin=False):
     """Store a new key and return `(key, row id)`; the key itself is never stored."""
     key = new_key()
@@ -37,7 +31,7 @@ def create_key(conn, name, is_admin=False):
         cursor = conn.execute(
             "INSERT INTO api_keys (name, key_hash, key_prefix, is_admin, created_at)"
             " VALUES (?, ?, ?, ?, ?)",
-            (name, hash_key(key), key[: len(KEY_PREFIX) + 6], int(is_admin), utc_now()),
+            (name, hash_key(key), key[: len(KEY_PREFIX) + 6], int(is_admin), clock.iso()),
         )
     return key, cursor.lastrowid
 
@@ -62,7 +56,7 @@ def revoke_key(conn, key_id):
     with db.transaction(conn):
         cursor = conn.execute(
             "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-            (utc_now(), key_id),
+            (clock.iso(), key_id),
         )
     return cursor.rowcount == 1
 

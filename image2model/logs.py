@@ -7,11 +7,10 @@ import os
 import sys
 import threading
 import time
-from datetime import UTC, datetime
 
 from flask import g, request
 
-from image2model import storage
+from image2model import clock, storage
 from image2model.log_redaction import RedactingFilter, Redactor, configured_secrets
 
 LOG_TYPES = ("application", "access", "worker", "worker_errors")
@@ -39,11 +38,6 @@ _active = {}
 _active_lock = threading.Lock()
 
 
-def iso_time(epoch):
-    """Return an epoch time as ISO 8601 UTC with milliseconds and a Z suffix."""
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
-
-
 class JsonLinesFormatter(logging.Formatter):
     """One JSON object per line: timestamp, level, logger, message, fields, exception."""
 
@@ -53,7 +47,7 @@ class JsonLinesFormatter(logging.Formatter):
 
     def format(self, record):
         entry = {
-            "timestamp": iso_time(record.created),
+            "timestamp": clock.iso(record.created, "milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

@@ -11,7 +11,8 @@ from collections import Counter
 from datetime import UTC, datetime
 
 from image2model import logs
-from image2model.file_tree import MB, iso
+from image2model.clock import iso
+from image2model.file_tree import MB
 from image2model.logs_files import EntryReader, entry_time, files_of_type
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")

@@ -13,8 +13,9 @@ import time
 from datetime import UTC, date, datetime, timedelta
 
 from image2model import jobs, logs, storage
+from image2model.clock import iso
 from image2model.errors import ApiError
-from image2model.file_tree import MB, iso
+from image2model.file_tree import MB
 from image2model.logs_files import EXPORTS_DIR, EntryReader, files_of_type, resolve_type
 from image2model.pool import get_pool
 

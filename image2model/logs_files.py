@@ -12,8 +12,9 @@ from collections import Counter
 from datetime import datetime
 
 from image2model import logs
+from image2model.clock import iso
 from image2model.errors import ApiError
-from image2model.file_tree import MB, iso
+from image2model.file_tree import MB
 
 logger = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import shutil
 import threading
 import time
 
-from image2model import db, file_tree, health, jobs, storage
+from image2model import clock, db, jobs, storage
 from image2model.errors import ApiError
 from image2model.file_tree import MB, Tally, child, entries, newest_mtime
 
@@ -125,7 +125,7 @@ def cleanup(app, conn, hours, dry_run=False, trigger="manual"):
             "jobs": expired[:MAX_REPORTED],
             "paths": tally.paths[:MAX_REPORTED],
             "truncated": max(len(expired), len(tally.paths)) > MAX_REPORTED,
-            "timestamp": file_tree.iso(started),
+            "timestamp": clock.iso(started),
         }
     if not dry_run:
         record_run(app, report, trigger, started)
@@ -204,7 +204,7 @@ def delete_job(app, conn, job_id):
 def record_run(app, report, trigger, started):
     """Keep the figures of the last cleanup run for system-health."""
     record = {
-        "last_run": file_tree.iso(started),
+        "last_run": clock.iso(started),
         "trigger": trigger,
         "cleanup_hours": report["cleanup_hours"],
         "jobs_removed": report["jobs_removed"],
@@ -248,7 +248,7 @@ def system_health(app):
     retention = app.extensions.get("image2model.retention")
     return {
         "status": status,
-        "timestamp": health.timestamp(),
+        "timestamp": clock.iso(),
         "disk_usage": {
             **sizes,
             "usage_percent": round(worst_percent, 2),

@@ -100,12 +100,3 @@ def atomic_write(path, write):
 def atomic_write_bytes(path, data):
     """Write `data` to `path` atomically."""
     return atomic_write(path, lambda handle: handle.write(data))
-
-
-def remove_tree(path):
-    """Remove a directory tree if it exists; return `(bytes, files)` it held."""
-    if not os.path.isdir(path):
-        return 0, 0
-    freed = directory_size(path)
-    shutil.rmtree(path, ignore_errors=True)
-    return freed

@@ -2,7 +2,7 @@
 
 from flask import Blueprint, current_app, request
 
-from image2model import db, file_tree, health, maintenance, params, storage
+from image2model import clock, db, file_tree, maintenance, params, storage
 from image2model.auth import require_admin
 from image2model.errors import ApiError
 
@@ -30,7 +30,7 @@ def disk_usage():
     return {
         "upload_dir": storage.disk_usage(current_app, "uploads"),
         "output_dir": storage.disk_usage(current_app, "results"),
-        "timestamp": health.timestamp(),
+        "timestamp": clock.iso(),
     }
 
 

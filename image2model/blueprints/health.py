@@ -2,7 +2,7 @@
 
 from flask import Blueprint, current_app, jsonify
 
-from image2model import health, metrics
+from image2model import clock, health, metrics
 from image2model.config import VERSION
 
 bp = Blueprint("health", __name__, url_prefix="/api/v1/health")
@@ -15,7 +15,7 @@ def basic():
         "status": "healthy",
         "service": health.SERVICE_NAME,
         "version": VERSION,
-        "timestamp": health.timestamp(),
+        "timestamp": clock.iso(),
     }
 
 
@@ -35,7 +35,7 @@ def prometheus_metrics():
 @bp.get("/liveness")
 def liveness():
     """Say the process answers; checks no dependency."""
-    return {"status": "alive", "timestamp": health.timestamp()}
+    return {"status": "alive", "timestamp": clock.iso()}
 
 
 @bp.get("/readiness")

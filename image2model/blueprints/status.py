@@ -2,7 +2,7 @@
 
 from flask import Blueprint, Response, current_app, request
 
-from image2model import db, health, jobs, params, sse
+from image2model import clock, db, jobs, params, sse
 from image2model.auth import current_principal, require_key
 from image2model.errors import ApiError
 
@@ -64,7 +64,7 @@ def task_status(task_id):
         "progress": snapshot["progress"],
         "result": result,
         "error": error,
-        "timestamp": health.timestamp(),
+        "timestamp": clock.iso(),
     }
 
 
