@@ -9,10 +9,16 @@ import time
 import fal_client
 import fal_client.client
 import httpx
-import requests
 
 from image2model import storage
 from image2model.convert import InvalidModelError, UnsupportedModelError, verify_glb
+from image2model.generators.fal_connection import (
+    MaybeSubmitted,
+    client_for,
+    download_client,
+    fetch_output,
+    handle_for,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -25,29 +31,8 @@ class Retry(Exception):
     """A transient failure worth trying again later."""
 
 
-class MaybeSubmitted(Exception):
-    """The submit was sent but its answer was lost: FAL may have accepted (and will bill) it."""
-
-
-def client_for(app):
-    """Return the app's fal-client, pointing storage at FAL_STORAGE_URL when one is set."""
-    client = app.extensions.get("image2model.fal")
-    if client is None:
-        if app.config["FAL_STORAGE_URL"]:
-            # fal-client has no setting for its storage hosts; a stand-in or proxy replaces both.
-            fal_client.client.REST_URL = app.config["FAL_STORAGE_URL"]
-            fal_client.client.CDN_URL = app.config["FAL_STORAGE_URL"]
-        client = fal_client.SyncClient(key=app.config["FAL_KEY"])
-        app.extensions["image2model.fal"] = client
-    return client
-
-
-def http_session(app):
-    """Return the app's requests session, so result downloads reuse TLS connections."""
-    session = app.extensions.get("image2model.http")
-    if session is None:
-        session = app.extensions["image2model.http"] = requests.Session()
-    return session
+class DownloadRefused(Exception):
+    """A result file URL answered with a client error: trying again will not help."""
 
 
 def step(run):
@@ -88,8 +73,10 @@ def classify(error):
         if code in (401, 403):
             return False, f"FAL rejected the credentials (HTTP {code})"
         return code == 429 or code >= 500, f"HTTP {code} from FAL"
-    if isinstance(error, (httpx.TransportError, requests.RequestException, Retry)):
+    if isinstance(error, (httpx.TransportError, Retry)):
         return True, f"{type(error).__name__}: {error}"
+    if isinstance(error, DownloadRefused):
+        return False, str(error)
     if isinstance(error, MaybeSubmitted):
         return False, (
             f"The connection to FAL broke after the request was sent ({error}); it is not sent"
@@ -129,10 +116,7 @@ def submit(run):
     """Send the image and submit the request; store its id and URLs before anything else."""
     client = client_for(run.app)
     arguments = {"image_url": image_url(run, client), **run.options}
-    try:
-        handle = client.submit(MODEL_ID, arguments=arguments)
-    except (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError) as error:
-        raise MaybeSubmitted(type(error).__name__) from error
+    handle = client.submit(MODEL_ID, arguments=arguments)
     stored = run.transition(
         "submitted",
         progress=5,
@@ -175,17 +159,6 @@ def cancel(app, row):
         logger.info("FAL did not cancel request %s: %s", row["fal_request_id"], error)
 
 
-def handle_for(app, row):
-    """Re-attach to the stored FAL request by its id and URLs."""
-    return fal_client.SyncRequestHandle(
-        request_id=row["fal_request_id"],
-        response_url=row["fal_response_url"],
-        status_url=row["fal_status_url"],
-        cancel_url=row["fal_cancel_url"],
-        client=client_for(app)._client,
-    )
-
-
 def poll(run):
     """Ask FAL for the request's status; turn it into progress and logs, or fetch the result."""
     handle = handle_for(run.app, run.row)
@@ -208,7 +181,9 @@ def poll(run):
     else:
         progress, logged = new_logs(run, status.logs, 15.0)
         run.transition("processing", progress=progress, message="Generating on FAL", **logged)
-    run.poll_again(run.app.config["FAL_POLL_INTERVAL"], attempts=0)
+    # A poll that follows retried ones resets their count.
+    reset = {"attempts": 0} if run.row["attempts"] else {}
+    run.poll_again(run.app.config["FAL_POLL_INTERVAL"], **reset)
 
 
 def new_logs(run, logs, floor):
@@ -229,7 +204,7 @@ def new_logs(run, logs, floor):
 
 def fetch_result(run):
     """Fetch the output, download mesh and preview at once, verify and store them."""
-    output = client_for(run.app).result(MODEL_ID, run.row["fal_request_id"])
+    output = fetch_output(handle_for(run.app, run.row))
     mesh = output.get("model_mesh") or output.get("base_model")
     if not mesh or not mesh.get("url"):
         run.fail("FAL_API_ERROR", "FAL's result has no model_mesh to download")
@@ -237,7 +212,7 @@ def fetch_result(run):
     directory = storage.job_results_dir(run.app, run.row["job_id"], create=True)
     stem = run.row["result_stem"]
     result_file = f"{stem}.glb"
-    session = http_session(run.app)
+    session = download_client(run.app)
     download(session, mesh["url"], os.path.join(directory, result_file), verify=verify_glb)
     preview_file = None
     preview = output.get("rendered_image")
@@ -257,12 +232,14 @@ def download(session, url, path, verify=None):
     """Stream a URL into `path` atomically, checking it with `verify(temp path)` first."""
 
     def write(handle):
-        with session.get(url, stream=True, timeout=(10, 120)) as response:
-            if response.status_code >= 500 or response.status_code == 429:
-                raise Retry(f"HTTP {response.status_code} downloading the result")
-            response.raise_for_status()
+        with session.stream("GET", url) as response:
+            code = response.status_code
+            if code >= 500 or code in (408, 429):
+                raise Retry(f"HTTP {code} downloading the result")
+            if code >= 400:
+                raise DownloadRefused(f"FAL's result file answered HTTP {code}")
             received = 0
-            for chunk in response.iter_content(chunk_size=1024 * 1024):
+            for chunk in response.iter_bytes(chunk_size=1024 * 1024):
                 received += len(chunk)
                 if received > MAX_RESULT_BYTES:
                     raise InvalidModelError("the result is larger than this server accepts")

@@ -103,9 +103,10 @@ class Handler(BaseHTTPRequestHandler):
     timeout = 60
 
     def setup(self):
-        """Register the connection and finish the TLS handshake."""
+        """Register and number the connection, and finish the TLS handshake."""
         with self.server.connections_lock:
             self.server.connections[self.request] = threading.current_thread()
+        self.connection_number = next(self.server.standin.connection_numbers)
         try:
             self.request.settimeout(self.timeout)
             self.request.do_handshake()
@@ -138,15 +139,20 @@ class Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         call = Call(self.command, url.path, dict(parse_qsl(url.query)), self.headers, body)
         stage, reply = self._answer(standin, call)
+        seen = {
+            "method": call.method,
+            "path": call.path,
+            "stage": stage,
+            "connection": self.connection_number,
+            # The scheme alone (Key, Bearer, ...): a credential is never recorded.
+            "auth_scheme": (call.headers.get("Authorization") or "").partition(" ")[0] or None,
+        }
         if stage is not None and standin.faults.take_drop(stage):
-            standin.record("calls", {"method": call.method, "path": call.path, "stage": stage})
+            standin.record("calls", seen)
             self.close_connection = True
             return
         standin.faults.stall(stage)
-        standin.record(
-            "calls",
-            {"method": call.method, "path": call.path, "stage": stage, "status": reply.status},
-        )
+        standin.record("calls", {**seen, "status": reply.status})
         self._write(reply)
 
     def _answer(self, standin, call: Call) -> tuple[str | None, Reply]:

@@ -1,5 +1,6 @@
 """FalStandIn: a loopback HTTPS stand-in for FAL.AI's queue and storage, serving Tripo3D."""
 
+import itertools
 import os
 import shutil
 import ssl
@@ -52,6 +53,8 @@ class FalStandIn:
         self.board = JobBoard(concurrency)
         self.storage = Storage()
         self.faults = Faults()
+        # Numbers connections across restarts; calls on one keep-alive connection share one.
+        self.connection_numbers = itertools.count(1)
         self.ca_path: str | None = None
         self._port = port
         self._ca_dir = os.fspath(ca_dir) if ca_dir is not None else None
@@ -229,7 +232,9 @@ class FalStandIn:
 
     @property
     def calls(self) -> list[dict]:
-        """Return every routed call: method, path, stage, status (absent when dropped)."""
+        """Return every routed call: method, path, stage, status (absent when dropped),
+        connection (its number: calls on one keep-alive connection share it) and auth_scheme
+        (the Authorization header's scheme, or None; never the credential)."""
         return self._copy("calls")
 
     def state(self, request_id: str) -> str | None:

@@ -1,0 +1,155 @@
+"""fal-client as this server uses it: one client per app, one CDN connection pool, no resubmit.
+
+fal-client is pinned (setup.cfg): the few places below that reach past its public API are
+kept here, and the FAL stand-in tests exercise each of them.
+"""
+
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+
+import fal_client
+import fal_client.client
+import httpx
+
+# A queue submit whose answer was lost in one of these ways may have been accepted (and billed).
+LOST_ANSWER = (httpx.ReadTimeout, httpx.ReadError, httpx.RemoteProtocolError)
+
+
+class MaybeSubmitted(Exception):
+    """The submit was sent but its answer was lost: FAL may have accepted (and will bill) it."""
+
+
+class SubmitOnceTransport(httpx.BaseTransport):
+    """Lets fal-client retry everything but a queue submit whose answer was lost.
+
+    fal-client retries timeouts and transport errors of every call, submits included, which
+    could create (and bill) a second request. MaybeSubmitted is no httpx error, so fal-client's
+    retry loop lets it through unretried.
+    """
+
+    def __init__(self, inner):
+        self._inner = inner
+
+    def handle_request(self, request):
+        """Send the request; turn a lost submit answer into MaybeSubmitted."""
+        try:
+            return self._inner.handle_request(request)
+        except LOST_ANSWER as error:
+            if request.method == "POST" and str(request.url).startswith(
+                fal_client.client.QUEUE_URL_FORMAT
+            ):
+                raise MaybeSubmitted(type(error).__name__) from error
+            raise
+
+    def close(self):
+        """Close the wrapped transport."""
+        self._inner.close()
+
+
+class CdnClients:
+    """One CDN client per upload token, so uploads reuse TLS connections and trust settings."""
+
+    def __init__(self, timeout):
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._token = None
+        self._client = None
+        self._retired = None
+
+    def for_token(self, token):
+        """Return the client that sends `token`, replacing the one of an expired token."""
+        with self._lock:
+            if self._token != token.token:
+                # The client of the token before is closed only now: no upload still uses it.
+                if self._retired is not None:
+                    self._retired.close()
+                self._retired = self._client
+                self._client = httpx.Client(
+                    headers={
+                        "Authorization": f"{token.token_type} {token.token}",
+                        "User-Agent": fal_client.client.USER_AGENT,
+                    },
+                    timeout=self.timeout,
+                )
+                self._token = token.token
+            return self._client
+
+
+@dataclass(frozen=True)
+class FalClient(fal_client.SyncClient):
+    """fal-client's SyncClient, keeping its CDN client and never resending a submit."""
+
+    @cached_property
+    def _client(self):
+        # As fal-client builds it, with the submit guard around its transport.
+        return httpx.Client(
+            transport=SubmitOnceTransport(fal_client.client.BackupDomainTransport()),
+            headers={
+                "Authorization": self._auth.header_value,
+                "User-Agent": fal_client.client.USER_AGENT,
+            },
+            timeout=self.default_timeout,
+            follow_redirects=True,
+        )
+
+    @cached_property
+    def _cdn_clients(self):
+        return CdnClients(self.default_timeout)
+
+    def _get_cdn_client(self):
+        # fal-client makes a new client (SSL context, connection) for every upload.
+        return self._cdn_clients.for_token(self._token_manager.get_token())
+
+
+def init_app(app):
+    """Build the FAL clients now, after fork: no first request pays for their TLS set-up."""
+    if app.config["FAL_KEY"]:
+        client_for(app)._client  # noqa: B018 - the cached property builds the queue client
+        download_client(app)
+
+
+def client_for(app):
+    """Return the app's fal-client, pointing storage at FAL_STORAGE_URL when one is set."""
+    client = app.extensions.get("image2model.fal")
+    if client is None:
+        if app.config["FAL_STORAGE_URL"]:
+            # fal-client has no setting for its storage hosts; a stand-in or proxy replaces both.
+            fal_client.client.REST_URL = app.config["FAL_STORAGE_URL"]
+            fal_client.client.CDN_URL = app.config["FAL_STORAGE_URL"]
+        client = FalClient(key=app.config["FAL_KEY"])
+        app.extensions["image2model.fal"] = client
+    return client
+
+
+def download_client(app):
+    """Return the app's client for FAL's result files: public links, so it sends no key."""
+    client = app.extensions.get("image2model.fal_files")
+    if client is None:
+        # Built once: the environment (proxies, SSL_CERT_FILE) is read here, not per download.
+        client = httpx.Client(follow_redirects=True, timeout=httpx.Timeout(120.0, connect=10.0))
+        app.extensions["image2model.fal_files"] = client
+    return client
+
+
+def handle_for(app, row):
+    """Re-attach to the stored FAL request by its id and URLs."""
+    return fal_client.SyncRequestHandle(
+        request_id=row["fal_request_id"],
+        response_url=row["fal_response_url"],
+        status_url=row["fal_status_url"],
+        cancel_url=row["fal_cancel_url"],
+        client=client_for(app)._client,
+    )
+
+
+def fetch_output(handle):
+    """Return a completed request's output from its stored response URL.
+
+    handle.get() would first poll the status again until COMPLETED, which the caller has
+    just seen; this is its last step alone, with fal-client's retries and errors.
+    """
+    response = fal_client.client._maybe_retry_request(
+        handle.client, "GET", handle.response_url, timeout=fal_client.client.QUEUE_POLL_TIMEOUT
+    )
+    return response.json()
