@@ -13,14 +13,16 @@ logger = logging.getLogger(__name__)
 class GenerationRun:
     """One step of one generation, with the state operations a generator may call."""
 
-    def __init__(self, app, conn, row):
+    def __init__(self, app, conn, row, due_at=None):
         self.app = app
         self.conn = conn
         self.row = row
         self.id = row["id"]
         self.options = json.loads(row["options"])
         self.release_fields = {}
+        self.keep_claim = False
         self.began = time.time()
+        self.due_at = row["next_run_at"] if due_at is None else due_at
 
     @property
     def image_path(self):
@@ -55,12 +57,22 @@ class GenerationRun:
         self._notify(True)
 
     def run_again_in(self, seconds, **fields):
-        """Schedule the next step; written with the release of the claim, in one transaction."""
-        self.release_fields = {"next_run_at": time.time() + seconds, **fields}
+        """Schedule the next step; fields are written with the release of the claim."""
+        self._schedule(time.time() + seconds, fields)
 
     def poll_again(self, interval, **fields):
-        """Schedule the next poll `interval` after this step began, so polls keep their rate."""
-        self.release_fields = {"next_run_at": self.began + interval, **fields}
+        """Schedule the next poll `interval` after this one was due, so polls keep their rate."""
+        next_run_at = self.due_at + interval
+        if next_run_at <= time.time():
+            # More than an interval late (a busy pool, a restart): no burst to catch up.
+            next_run_at = self.began + interval
+        self._schedule(next_run_at, fields)
+
+    def _schedule(self, next_run_at, fields):
+        # With nothing to write, the claim is kept and the next step timed in memory; a step
+        # that changes fields releases its claim with them, in one transaction.
+        self.release_fields = {"next_run_at": next_run_at, **fields}
+        self.keep_claim = not fields
 
     def fail(self, code, message):
         """End the generation as failed with a code and a human message."""

@@ -1,53 +1,39 @@
 """The dispatcher: claims due generations in SQLite and runs their next step on the pool."""
 
 import logging
-import socket
 import threading
 import time
 
-import psutil
-
-from image2model import db, events, jobs
+from image2model import claims, events, jobs
+from image2model.held import HeldSteps
 from image2model.pool import get_pool
 from image2model.runs import GenerationRun
 
 logger = logging.getLogger(__name__)
 
-LEASE_SECONDS = 300
 # Leases held by a live process are renewed well before they run out, so a slow step (a FAL call
 # retrying for minutes) is never claimed a second time while it still runs.
 RENEW_EVERY = 30.0
 IDLE_WAIT = 30.0
 
 
-def worker_identity():
-    """Return this process's claim owner: host, pid and process start time (pid reuse safe)."""
-    process = psutil.Process()
-    return f"{socket.gethostname()}:{process.pid}:{process.create_time():.3f}"
-
-
-def owner_is_dead(owner):
-    """Return True if a claim owner on this host no longer runs."""
-    host, _, rest = owner.partition(":")
-    pid_text, _, started = rest.partition(":")
-    if host != socket.gethostname():
-        return False  # another machine's claim expires by its lease
-    try:
-        return f"{psutil.Process(int(pid_text)).create_time():.3f}" != started
-    except (psutil.NoSuchProcess, ValueError):
-        return True
-
-
 class Dispatcher:
-    """A thread that finds due work, claims it and hands it to the pool; woken on change."""
+    """A thread that finds due work, claims it and hands it to the pool; woken on change.
+
+    A step that only has to run again later (a FAL poll that changed nothing) keeps its claim
+    and waits in `held`, so polling costs no claim and release in SQLite per poll.
+    """
 
     def __init__(self, app, generators):
         self.app = app
         self.generators = generators
-        self.identity = worker_identity()
+        self.identity = claims.worker_identity()
         self.connections = app.extensions["db.threads"]
         self.pool = get_pool(app)
-        self._wake = threading.Event()
+        self.held = HeldSteps()
+        self._alarm = threading.Event()
+        self._look_in_database = True
+        self._database_due_at = 0.0
         self._thread = None
         self._renewed_at = 0.0
 
@@ -62,40 +48,48 @@ class Dispatcher:
         self._thread.start()
 
     def wake(self):
-        """Make the dispatcher look for work now."""
-        self._wake.set()
+        """Make the dispatcher look for work in the database now."""
+        self._look_in_database = True
+        self._alarm.set()
 
     def loop(self):
         """Dispatch until the pool stops; one failure never ends the loop."""
         while not self.pool.stopping.is_set():
+            # Cleared before looking, so an alarm raised meanwhile cuts the wait short.
+            self._alarm.clear()
             try:
-                wait = self.run_due()
+                if self._look_in_database or time.time() >= self._database_due_at:
+                    wait = self.run_due()
+                else:
+                    wait = min(self._database_due_at - time.time(), self.run_held())
             except Exception:
                 logger.exception("Dispatcher pass failed")
                 wait = 1.0
-            self._wake.wait(timeout=wait)
-            self._wake.clear()
+            self._alarm.wait(timeout=max(0.0, wait))
 
     def release_dead_claims(self):
         """Free claims held by processes of this host that no longer exist."""
         conn = self.connections.get()
-        owners = [
-            row[0]
-            for row in conn.execute(
-                "SELECT DISTINCT claimed_by FROM generations WHERE claimed_by IS NOT NULL"
-            )
-        ]
-        for owner in filter(owner_is_dead, owners):
-            with db.transaction(conn):
-                conn.execute(
-                    "UPDATE generations SET claimed_by = NULL, lease_until = NULL"
-                    " WHERE claimed_by = ?",
-                    (owner,),
-                )
+        for owner in filter(claims.owner_is_dead, claims.owners(conn)):
+            claims.give_back_all(conn, owner)
             logger.info("Released claims of dead worker %s", owner)
 
     def run_due(self):
         """Fail overdue generations, start due ones; return seconds until the next due time."""
+        self._look_in_database = False
+        wait = self.run_due_in_database()
+        self._database_due_at = time.time() + wait
+        return min(wait, self.run_held())
+
+    def run_held(self):
+        """Start the held generations that are due; return seconds until the next one."""
+        for due_at, generation_id in self.held.pop_due(time.time()):
+            self.pool.submit(self.run_step, generation_id, due_at)
+        next_due_at = self.held.next_due_at()
+        return IDLE_WAIT if next_due_at is None else max(0.0, next_due_at - time.time())
+
+    def run_due_in_database(self):
+        """Fail overdue generations and start the due unclaimed ones; return seconds to wait."""
         conn = self.connections.get()
         now = time.time()
         self.renew_leases(conn, now)
@@ -121,7 +115,7 @@ class Dispatcher:
                     continue
                 free_submits -= 1
             chosen.append(row["id"])
-        for generation_id in self.claim(conn, chosen, now):
+        for generation_id in claims.take(conn, self.identity, chosen, now):
             self.pool.submit(self.run_step, generation_id)
         blocked = "tripo3d" if free_submits == 0 else ""
         # Claimed work and FAL work blocked by the cap are woken by a release, not a timer;
@@ -140,11 +134,7 @@ class Dispatcher:
         """Extend the leases this process holds, at most every RENEW_EVERY seconds."""
         if now - self._renewed_at < RENEW_EVERY:
             return
-        with db.transaction(conn):
-            conn.execute(
-                "UPDATE generations SET lease_until = ? WHERE claimed_by = ?",
-                (now + LEASE_SECONDS, self.identity),
-            )
+        claims.renew(conn, self.identity, now)
         self._renewed_at = now
 
     def expire_overdue(self, conn, now):
@@ -172,26 +162,10 @@ class Dispatcher:
                 if cancel is not None:
                     self.pool.submit(cancel, self.app, row)
 
-    def claim(self, conn, generation_ids, now):
-        """Take the leases of generations in one transaction; return the ids this process got."""
-        if not generation_ids:
-            return []
-        claimed = []
-        with db.transaction(conn):
-            for generation_id in generation_ids:
-                cursor = conn.execute(
-                    "UPDATE generations SET claimed_by = ?, lease_until = ? WHERE id = ?"
-                    " AND (claimed_by IS NULL OR lease_until < ?)",
-                    (self.identity, now + LEASE_SECONDS, generation_id, now),
-                )
-                if cursor.rowcount == 1:
-                    claimed.append(generation_id)
-        return claimed
-
-    def run_step(self, generation_id):
+    def run_step(self, generation_id, due_at=None):
         """Run one step of a generation; any exception ends it as failed, never silently."""
         conn = self.connections.get()
-        release_fields = {}
+        release_fields, keep_claim = {}, False
         try:
             row = conn.execute(
                 "SELECT g.*, j.model_type, j.options, f.stored_path, f.filename, f.content_type"
@@ -201,26 +175,20 @@ class Dispatcher:
             ).fetchone()
             if row is None or row["state"] in jobs.TERMINAL or row["claimed_by"] != self.identity:
                 return
-            run = GenerationRun(self.app, conn, row)
+            run = GenerationRun(self.app, conn, row, due_at)
             try:
                 self.generators[row["model_type"]].step(run)
             except Exception:
                 logger.exception("Generation %s failed unexpectedly", generation_id)
                 run.fail("PROCESSING_ERROR", "Internal processing error")
-            release_fields = run.release_fields
+            release_fields, keep_claim = run.release_fields, run.keep_claim
         finally:
-            self.release(conn, generation_id, release_fields)
-            self.wake()
-
-    def release(self, conn, generation_id, fields):
-        """Give up the claim of a generation, storing its schedule fields with it."""
-        columns = "".join(f", {name} = ?" for name in fields)
-        with db.transaction(conn):
-            conn.execute(
-                f"UPDATE generations SET claimed_by = NULL, lease_until = NULL{columns}"
-                " WHERE id = ? AND claimed_by = ?",
-                (*fields.values(), generation_id, self.identity),
-            )
+            if keep_claim and self.pool.alive:
+                if self.held.add(release_fields["next_run_at"], generation_id):
+                    self._alarm.set()
+            else:
+                claims.give_back(conn, self.identity, generation_id, release_fields)
+                self.wake()
 
     def stop(self):
         """Stop dispatching and hand back every claim this process holds."""
@@ -228,18 +196,15 @@ class Dispatcher:
         self.wake()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        conn = self.connections.get()
-        with db.transaction(conn):
-            conn.execute(
-                "UPDATE generations SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = ?",
-                (self.identity,),
-            )
+        self.held.clear()
+        claims.give_back_all(self.connections.get(), self.identity)
 
 
 def init_app(app):
     """Create and start the dispatcher with the generators this server has."""
-    from image2model.generators import local, tripo3d
+    from image2model.generators import fal_connection, local, tripo3d
 
+    fal_connection.init_app(app)
     dispatcher = Dispatcher(app, {"tripo3d": tripo3d, "relief": local})
     app.extensions["image2model.dispatcher"] = dispatcher
     dispatcher.start()

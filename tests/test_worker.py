@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from image2model import db, jobs, worker
+from image2model import claims, db, jobs, worker
 from tests import images
 from tests.conftest import USER_KEY, bearer
 
@@ -42,12 +42,12 @@ def test_an_expired_claim_is_taken_over(app, client):
 
 def test_claims_of_dead_processes_on_this_host_are_released(app, client):
     images.uploaded(client, [("a.png", images.png())])
-    dead_owner = f"{worker.worker_identity().rsplit(':', 2)[0]}:999999:1.000"
+    dead_owner = f"{claims.worker_identity().rsplit(':', 2)[0]}:999999:1.000"
     set_columns(app, claimed_by=dead_owner, lease_until=time.time() + 3600)
     dispatcher = worker.get_dispatcher(app)
     dispatcher.release_dead_claims()
     assert generation_rows(app)[0]["claimed_by"] is None
-    assert not worker.owner_is_dead(dispatcher.identity)
+    assert not claims.owner_is_dead(dispatcher.identity)
 
 
 def test_overdue_generation_fails_with_timeout(app, client):
@@ -132,7 +132,7 @@ def test_leases_of_this_process_are_renewed(app, client):
     dispatcher = worker.get_dispatcher(app)
     set_columns(app, claimed_by=dispatcher.identity, lease_until=time.time() + 1)
     dispatcher.run_due()
-    assert generation_rows(app)[0]["lease_until"] > time.time() + worker.LEASE_SECONDS - 60
+    assert generation_rows(app)[0]["lease_until"] > time.time() + claims.LEASE_SECONDS - 60
 
 
 def test_a_step_whose_claim_was_lost_does_nothing(app, client):
@@ -175,3 +175,92 @@ def test_pool_shares_a_running_call_by_key():
     finally:
         release.set()
         pool.shutdown()
+
+
+def held_step(monkeypatch, outcomes):
+    """Replace the tripo3d step with one that acts out `outcomes` in turn; return its runs."""
+    from image2model.generators import tripo3d
+
+    runs = []
+
+    def step(run):
+        runs.append(run.id)
+        outcomes[len(runs) - 1](run)
+
+    monkeypatch.setattr(tripo3d, "step", step)
+    return runs
+
+
+def poll_later(run):
+    """Ask for another poll an hour from now, changing nothing else."""
+    run.poll_again(3600)
+
+
+def test_a_poll_that_changes_nothing_keeps_its_claim_until_the_generation_ends(
+    app, client, monkeypatch
+):
+    def finish(run):
+        run.transition("failed", error_code="FAL_API_ERROR", error_message="ended")
+
+    runs = held_step(monkeypatch, [poll_later, poll_later, finish])
+    images.uploaded(client, [("a.png", images.png())], model_type="tripo3d")
+    dispatcher = worker.get_dispatcher(app)
+    dispatcher.run_due()
+    assert generation_rows(app)[0]["claimed_by"] == dispatcher.identity
+    assert len(dispatcher.held) == 1 and dispatcher.held.next_due_at() > time.time() + 3000
+    for expected_runs in (2, 3):
+        ((due_at, generation_id),) = dispatcher.held.pop_due(float("inf"))
+        dispatcher.run_step(generation_id, due_at)
+        assert len(runs) == expected_runs
+    row = generation_rows(app)[0]
+    assert (row["state"], row["claimed_by"], len(dispatcher.held)) == ("failed", None, 0)
+
+
+def test_a_held_generation_past_its_deadline_fails_and_gives_up_its_claim(app, client, monkeypatch):
+    runs = held_step(monkeypatch, [poll_later])
+    images.uploaded(client, [("a.png", images.png())], model_type="tripo3d")
+    dispatcher = worker.get_dispatcher(app)
+    dispatcher.run_due()
+    set_columns(app, deadline_at=time.time() - 1)
+    dispatcher.run_due()
+    row = generation_rows(app)[0]
+    assert (row["state"], row["error_code"]) == ("failed", "TIMEOUT")
+    assert row["claimed_by"] == dispatcher.identity  # held: the step's turn has not come
+    ((due_at, generation_id),) = dispatcher.held.pop_due(float("inf"))
+    dispatcher.run_step(generation_id, due_at)
+    assert generation_rows(app)[0]["claimed_by"] is None and runs == [generation_id]
+
+
+def test_a_step_that_writes_fields_releases_its_claim_with_them(app, client, monkeypatch):
+    held_step(monkeypatch, [lambda run: run.run_again_in(60, attempts=3)])
+    images.uploaded(client, [("a.png", images.png())], model_type="tripo3d")
+    dispatcher = worker.get_dispatcher(app)
+    dispatcher.run_due()
+    row = generation_rows(app)[0]
+    assert (row["claimed_by"], row["attempts"], len(dispatcher.held)) == (None, 3, 0)
+    assert row["next_run_at"] > time.time() + 50
+
+
+def test_stopping_hands_back_held_claims(app, client, monkeypatch):
+    held_step(monkeypatch, [poll_later])
+    images.uploaded(client, [("a.png", images.png())], model_type="tripo3d")
+    dispatcher = worker.get_dispatcher(app)
+    dispatcher.run_due()
+    dispatcher.stop()
+    assert generation_rows(app)[0]["claimed_by"] is None and len(dispatcher.held) == 0
+
+
+@pytest.mark.parametrize(
+    ("late_by", "expected_from"),
+    [(0.02, "due"), (0.5, "began")],
+    ids=["on time: the rate is kept", "an interval late: no catching up"],
+)
+def test_the_next_poll_is_timed_from_when_this_one_was_due(app, late_by, expected_from):
+    from image2model.runs import GenerationRun
+
+    due_at = time.time() - late_by
+    run = GenerationRun(app, None, {"id": 1, "options": "{}", "next_run_at": 0.0}, due_at)
+    run.poll_again(0.1)
+    base = due_at if expected_from == "due" else run.began
+    assert run.release_fields["next_run_at"] == pytest.approx(base + 0.1)
+    assert run.keep_claim is True
