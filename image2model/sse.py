@@ -80,6 +80,8 @@ def stream(app, job_id, task_id, last_id, timeout, heartbeat):
             # Read the version before the rows, so a change between the two is not missed.
             seen_version = notifier.version
             rows = events.after(conn, job_id, last_id, PAGE)
+            # The events of one look go out as one chunk: one write, however many there are.
+            chunk, ended = [], False
             for row in rows:
                 payload = {
                     **json.loads(row["payload"]),
@@ -88,9 +90,14 @@ def stream(app, job_id, task_id, last_id, timeout, heartbeat):
                     "job_id": job_id,
                 }
                 last_id = row["id"]
-                yield events.format_sse(row["id"], payload)
+                chunk.append(events.format_sse(row["id"], payload))
                 if row["type"] in TERMINAL_EVENTS:
-                    return
+                    ended = True
+                    break
+            if chunk:
+                yield "".join(chunk)
+            if ended:
+                return
             if len(rows) == PAGE:
                 continue  # more history to replay before waiting
             now = time.monotonic()

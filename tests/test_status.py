@@ -370,3 +370,14 @@ def test_open_streams_per_key_are_capped(app, client):
     first.close()
     third = get(client, url.replace("timeout=5", "timeout=1"))
     assert third.status_code == 200  # closing the first stream freed its slot
+
+
+def test_stream_sends_the_events_of_one_look_as_one_chunk(app, client):
+    from image2model import sse
+
+    body = images.uploaded(client, [("a.png", images.png())])
+    worker.get_dispatcher(app).run_due()
+    stored = images.query(app, "SELECT id FROM events WHERE job_id = ?", body["job_id"])
+    chunks = list(sse.stream(app, body["job_id"], body["task_id"], 0, timeout=5, heartbeat=15))
+    assert chunks[0].startswith("retry: ") and len(chunks) == 2
+    assert chunks[1].count("id: ") == len(stored) > 3
