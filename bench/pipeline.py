@@ -4,9 +4,10 @@ Run by hand: .venv/bin/python bench/pipeline.py [--images 25] [--latency 2] [--p
 Starts the FAL stand-in in a process of its own (FAL is another machine: it must not share an
 interpreter with the measuring client) and, for every run, the real server (`make run`) on a
 fresh data folder. Each run uploads N images in one request and reads the job's event stream
-to its terminal event. Prints per run the upload time, the time from upload to completion, its
-ratio to L (target 1.15) and where the time went; then the median ratio and the server worker's
-peak memory (target 120 MB RSS).
+to its terminal event. Prints per run the machine's speed (a reference loop:
+a shared VM's drifts, and every figure with it), the upload time, the time from upload to
+completion, its ratio to L (target 1.15), the worker's CPU and where the time went; then the
+median ratio and the worker's peak memory (target 120 MB RSS).
 """
 
 import argparse
@@ -101,6 +102,17 @@ def sample_rss(process, stop, peak):
         stop.wait(0.05)
 
 
+def reference_loop_ms():
+    """Time a fixed pure-Python loop: this machine's speed now (a shared VM's drifts)."""
+    best = float("inf")
+    for _ in range(3):
+        started, total = time.perf_counter(), 0
+        for number in range(1_000_000):
+            total += number
+        best = min(best, time.perf_counter() - started)
+    return best * 1000
+
+
 def one_run(args, standin, images):
     """Run one job through a fresh server; return its figures."""
     with tempfile.TemporaryDirectory() as folder:
@@ -117,12 +129,14 @@ def one_run(args, standin, images):
             sampler = threading.Thread(target=sample_rss, args=(worker, stop, peak))
             sampler.start()
             client = Client(server)
+            cpu_before = worker.cpu_times()
             started = time.perf_counter()
             upload = client.upload(images, model_type="tripo3d")
             uploaded, uploaded_wall = time.perf_counter(), time.time()
             # The event stream pushes the terminal event as soon as the job ends.
             events, _ = client.stream(upload["task_id"], timeout=120 + int(args.latency) * 10)
             finished = time.perf_counter()
+            cpu_after = worker.cpu_times()
             stop.set()
             sampler.join()
             job = client.job(upload["job_id"])
@@ -142,7 +156,12 @@ def one_run(args, standin, images):
     accepted = submitted_at[request_id]
     submitted = sorted(submitted_at[stamp[0]] for stamp in stamps)
     return {
-        "last_path": (accepted, accepted + args.latency, seen - uploaded_wall, stored - uploaded_wall),
+        "last_path": (
+            accepted,
+            accepted + args.latency,
+            seen - uploaded_wall,
+            stored - uploaded_wall,
+        ),
         "status": f"{job['status']} {job['completed_files']}",
         "upload": uploaded - started,
         "generation": finished - uploaded,
@@ -150,6 +169,7 @@ def one_run(args, standin, images):
         "last_submit": submitted[-1],
         "downloads": max(done - downloading for _, downloading, done in stamps),
         "rss_mb": peak[0] / 2**20,
+        "cpu": (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system),
     }
 
 
@@ -176,18 +196,20 @@ def main():
         f" poll interval {args.poll:.2f} s, upload via {args.upload}, {args.runs} runs"
     )
     print(
-        "run  status       upload  ->completed  ratio  submits from..to  downloads"
-        "  last file: accepted, done at FAL, seen, stored"
+        "run  loop   status       upload  ->completed  ratio  worker CPU  submits from..to"
+        "  downloads  last file: accepted, done at FAL, seen, stored"
     )
     results = []
     with StandInProcess(args.latency) as standin:
         for number in range(1, args.runs + 1):
+            loop_ms = reference_loop_ms()
             result = one_run(args, standin, images)
             results.append(result)
             print(
-                f"{number:3d}  {result['status']:11s}  {result['upload']:.3f}   "
-                f"{result['generation']:.3f} s   {result['generation'] / args.latency:.3f}"
-                f"  {result['first_submit']:.3f}..{result['last_submit']:.3f} s"
+                f"{number:3d}  {loop_ms:3.0f}ms  {result['status']:11s}  {result['upload']:.3f}"
+                f"   {result['generation']:.3f} s   {result['generation'] / args.latency:.3f}"
+                f"  {result['cpu']:.2f} s      {result['first_submit']:.3f}"
+                f"..{result['last_submit']:.3f} s"
                 f"  {result['downloads']:.3f} s  "
                 + ", ".join(f"{moment:.3f}" for moment in result["last_path"])
             )
