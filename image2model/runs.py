@@ -36,15 +36,22 @@ class GenerationRun:
     def transition(self, state, progress=None, log_lines=(), **fields):
         """Move to a new state (ignored once terminal) and wake streams; skip a no-op."""
         row = self.row
+        # How many FAL log lines were read is bookkeeping: no change a client would see.
+        bookkeeping = {name: fields.pop(name) for name in ("fal_logs_seen",) if name in fields}
         if (
-            not log_lines
-            and state == row["state"]
+            state == row["state"]
             and set(fields) <= {"message"}
             and fields.get("message", row["message"]) == row["message"]
             and (progress is None or progress <= row["progress"])
         ):
-            return False
-        changed = jobs.transition(self.conn, self.id, state, progress, log_lines, **fields)
+            if not log_lines:
+                return False
+            # New log lines alone: log events, without a progress event that repeats the last.
+            jobs.log(self.conn, self.id, log_lines, **bookkeeping)
+            return self._notify(True)
+        changed = jobs.transition(
+            self.conn, self.id, state, progress, log_lines, **fields, **bookkeeping
+        )
         if changed and state != row["state"]:
             logger.info(
                 "Generation %s of %s: %s -> %s", self.id, row["job_id"], row["state"], state

@@ -264,3 +264,31 @@ def test_the_next_poll_is_timed_from_when_this_one_was_due(app, late_by, expecte
     base = due_at if expected_from == "due" else run.began
     assert run.release_fields["next_run_at"] == pytest.approx(base + 0.1)
     assert run.keep_claim is True
+
+
+def event_types(app):
+    """Return the types of every event recorded, oldest first."""
+    return [row["type"] for row in images.query(app, "SELECT type FROM events ORDER BY id")]
+
+
+def test_log_lines_alone_add_log_events_but_no_repeated_progress_event(app, client):
+    from image2model.runs import GenerationRun
+
+    images.uploaded(client, [("a.png", images.png())])
+    conn = db.connect(db.database_path(app))
+    try:
+        row = conn.execute(
+            "SELECT g.*, j.options FROM generations g JOIN jobs j USING (job_id)"
+        ).fetchone()
+        before = event_types(app)
+        assert GenerationRun(app, conn, row).transition(
+            "queued", log_lines=["Downloading input image"], fal_logs_seen=1
+        )
+        assert event_types(app) == [*before, "log"]
+        assert GenerationRun(app, conn, row).transition(
+            "queued", progress=20, log_lines=["Generating mesh 20%"], fal_logs_seen=2
+        )
+        assert event_types(app) == [*before, "log", "log", "progress"]
+    finally:
+        conn.close()
+    assert generation_rows(app)[0]["fal_logs_seen"] == 2
