@@ -25,6 +25,16 @@ def run_job(server, images, timeout=45):
     return upload, client.wait_job(upload["job_id"], timeout=timeout)
 
 
+def job_on_a_fresh_server(tmp_path, fal, images):
+    """Run one job on a server of its own; return (server, upload, job) once it stopped."""
+    live = fal_server(tmp_path, fal).start()
+    try:
+        upload, job = run_job(live, images)
+    finally:
+        live.stop()
+    return live, upload, job
+
+
 def calls_of(fal, stage):
     """Return the stand-in's calls of one stage."""
     return [call for call in fal.calls if call["stage"] == stage]
@@ -46,11 +56,7 @@ def test_uploads_and_result_downloads_reuse_their_connections(tmp_path, fal):
 
 
 def test_the_fal_key_goes_to_the_queue_but_never_to_result_files(tmp_path, fal):
-    live = fal_server(tmp_path, fal).start()
-    try:
-        _, job = run_job(live, 2)
-    finally:
-        live.stop()
+    _, _, job = job_on_a_fresh_server(tmp_path, fal, 2)
     assert job["status"] == "completed"
     assert {call["auth_scheme"] for call in calls_of(fal, "submit")} == {"Key"}
     assert {call["auth_scheme"] for call in calls_of(fal, "status")} == {"Key"}
@@ -59,11 +65,7 @@ def test_the_fal_key_goes_to_the_queue_but_never_to_result_files(tmp_path, fal):
 
 def test_a_submit_whose_answer_is_lost_is_never_sent_again(tmp_path, fal):
     fal.drop_next("submit")  # FAL accepts the request, then the connection breaks
-    live = fal_server(tmp_path, fal).start()
-    try:
-        _, job = run_job(live, 1)
-    finally:
-        live.stop()
+    _, _, job = job_on_a_fresh_server(tmp_path, fal, 1)
     assert job["status"] == "failed"
     assert job["errors"][0]["code"] == "FAL_API_ERROR"
     assert "twice" in job["errors"][0]["message"]
@@ -71,11 +73,7 @@ def test_a_submit_whose_answer_is_lost_is_never_sent_again(tmp_path, fal):
 
 
 def test_a_completed_request_is_fetched_without_asking_its_status_again(tmp_path, fal):
-    live = fal_server(tmp_path, fal).start()
-    try:
-        _, job = run_job(live, 1)
-    finally:
-        live.stop()
+    _, _, job = job_on_a_fresh_server(tmp_path, fal, 1)
     assert job["status"] == "completed"
     queue_calls = [call for call in fal.calls if call["stage"] in ("status", "result")]
     completed_at = next(
@@ -88,11 +86,7 @@ def test_a_completed_request_is_fetched_without_asking_its_status_again(tmp_path
 
 def test_a_result_file_that_is_refused_fails_without_retry(tmp_path, fal):
     fal.fail_next("download", 404)
-    live = fal_server(tmp_path, fal).start()
-    try:
-        upload, job = run_job(live, 1)
-    finally:
-        live.stop()
+    live, upload, job = job_on_a_fresh_server(tmp_path, fal, 1)
     assert job["status"] == "failed" and job["errors"][0]["code"] == "FAL_API_ERROR"
     assert "HTTP 404" in job["errors"][0]["message"]
     assert len(calls_of(fal, "download")) == 1 and len(calls_of(fal, "result")) == 1
@@ -102,10 +96,6 @@ def test_a_result_file_that_is_refused_fails_without_retry(tmp_path, fal):
 
 def test_a_result_file_that_fails_for_a_while_is_downloaded_again(tmp_path, fal):
     fal.fail_next("download", 503, times=2)
-    live = fal_server(tmp_path, fal).start()
-    try:
-        _, job = run_job(live, 1)
-    finally:
-        live.stop()
+    _, _, job = job_on_a_fresh_server(tmp_path, fal, 1)
     assert job["status"] == "completed"
     assert fal.submit_count == 1 and len(calls_of(fal, "result")) == 3
