@@ -2,6 +2,7 @@
 
 import os
 import signal
+import threading
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
 worker_class = "gthread"
@@ -25,11 +26,21 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 def post_worker_init(worker):
     """On SIGTERM, first tell the app to stop (ending SSE streams) so the exit can be graceful."""
     previous = signal.getsignal(signal.SIGTERM)
+    read_end, write_end = os.pipe()
 
-    def on_term(signum, frame):
+    def tell_the_app():
+        os.read(read_end, 1)
         from image2model.worker import begin_shutdown
 
         begin_shutdown(worker.wsgi)
+
+    threading.Thread(target=tell_the_app, name="image2model-sigterm", daemon=True).start()
+
+    def on_term(signum, frame):
+        # A handler takes no lock: it runs in the main thread between two bytecodes, maybe
+        # inside a lock it would wait for, or inside itself (the master and a process-group
+        # kill both send SIGTERM). A byte down a pipe hands the work to a thread of its own.
+        os.write(write_end, b"\0")
         if callable(previous):
             previous(signum, frame)
 

@@ -3,7 +3,7 @@
 import pytest
 import requests
 
-from tests.live_server import LiveServer
+from tests.live_server import REPO, LiveServer
 
 pytestmark = pytest.mark.integration
 
@@ -50,3 +50,30 @@ def test_sigterm_stops_gracefully(tmp_path):
     assert not live.group_alive()
     assert "Handling signal: term" in live.log()
     assert "Shutting down: Master" in live.log()
+
+
+def test_the_sigterm_handler_takes_no_lock_and_still_stops_the_app(app):
+    import importlib.util
+    import signal
+    import threading
+    import types
+
+    from image2model.pool import get_pool
+
+    spec = importlib.util.spec_from_file_location("gunicorn_conf", REPO / "gunicorn.conf.py")
+    conf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conf)
+    original = signal.getsignal(signal.SIGTERM)
+    try:
+        conf.post_worker_init(types.SimpleNamespace(wsgi=app))
+        handler = signal.getsignal(signal.SIGTERM)
+        stopping = get_pool(app).stopping
+        # The signal may land while this very thread holds a lock that stopping needs.
+        with stopping._cond:
+            caller = threading.Thread(target=handler, args=(signal.SIGTERM, None), daemon=True)
+            caller.start()
+            caller.join(timeout=5)
+            assert not caller.is_alive()
+        assert stopping.wait(timeout=5)
+    finally:
+        signal.signal(signal.SIGTERM, original)
