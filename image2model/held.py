@@ -21,19 +21,13 @@ class HeldSteps:
             heapq.heappush(self._heap, (due_at, generation_id))
             return self._heap[0][1] == generation_id
 
-    def pop_due(self, now, most=None):
-        """Remove and return `(due_at, generation_id)` of the generations due by `now`, earliest
-        first, at most `most` of them."""
+    def pop_due(self, now):
+        """Remove and return `(due_at, generation_id)` of every generation due by `now`."""
         due = []
         with self._lock:
-            while self._heap and self._heap[0][0] <= now and (most is None or len(due) < most):
+            while self._heap and self._heap[0][0] <= now:
                 due.append(heapq.heappop(self._heap))
         return due
-
-    def count_due(self, now):
-        """Return how many held generations are due by `now`."""
-        with self._lock:
-            return sum(1 for due_at, _ in self._heap if due_at <= now)
 
     def next_due_at(self):
         """Return when the first held generation is due, or None when none is held."""

@@ -8,7 +8,6 @@ from image2model import claims, events, jobs
 from image2model.held import HeldSteps
 from image2model.pool import get_pool
 from image2model.runs import GenerationRun
-from image2model.step_limit import StepLimit
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +31,6 @@ class Dispatcher:
         self.connections = app.extensions["db.threads"]
         self.pool = get_pool(app)
         self.held = HeldSteps()
-        # Inline mode (no threads) runs every due step at once, as the tests expect.
-        self.limit = StepLimit(self.pool.size) if self.pool.size else None
         self._alarm = threading.Event()
         self._look_in_database = True
         self._database_due_at = 0.0
@@ -86,18 +83,10 @@ class Dispatcher:
 
     def run_held(self):
         """Start the held generations that are due; return seconds until the next one."""
-        now = time.time()
-        granted = self.take_slots(self.held.count_due(now))
-        for due_at, generation_id in self.held.pop_due(now, granted):
+        for due_at, generation_id in self.held.pop_due(time.time()):
             self.pool.submit(self.run_step, generation_id, due_at)
         next_due_at = self.held.next_due_at()
-        if next_due_at is not None and next_due_at <= now:
-            return IDLE_WAIT  # held back by the step limit: a finishing step wakes us
         return IDLE_WAIT if next_due_at is None else max(0.0, next_due_at - time.time())
-
-    def take_slots(self, wanted):
-        """Return how many of `wanted` steps may start now, counting them as running."""
-        return wanted if self.limit is None else self.limit.take(wanted)
 
     def run_due_in_database(self):
         """Fail overdue generations and start the due unclaimed ones; return seconds to wait."""
@@ -126,14 +115,8 @@ class Dispatcher:
                     continue
                 free_submits -= 1
             chosen.append(row["id"])
-        granted = self.take_slots(len(chosen))
-        started = claims.take(conn, self.identity, chosen[:granted], now)
-        if self.limit is not None:
-            self.limit.untake(granted - len(started))  # claimed elsewhere meanwhile
-        for generation_id in started:
+        for generation_id in claims.take(conn, self.identity, chosen, now):
             self.pool.submit(self.run_step, generation_id)
-        if granted < len(chosen):
-            return RENEW_EVERY  # the rest start when a step finishes, not on a timer
         blocked = "tripo3d" if free_submits == 0 else ""
         # Claimed work and FAL work blocked by the cap are woken by a release, not a timer;
         # every unfinished generation's deadline still counts.
@@ -206,8 +189,6 @@ class Dispatcher:
             else:
                 claims.give_back(conn, self.identity, generation_id, release_fields)
                 self.wake()
-            if self.limit is not None and self.limit.finished():
-                self.wake()  # work held back by the step limit may start now
 
     def stop(self):
         """Stop dispatching and hand back every claim this process holds."""
