@@ -203,13 +203,14 @@ def terminal_event(conn, job_id, snapshot):
 
 
 def log(conn, generation_id, messages, progress=None, **fields):
-    """Record log lines, optional progress and fields of a still-running generation at once."""
+    """Record log lines, optional progress and fields of a still-running generation at once;
+    return False if it has ended (nothing is recorded then)."""
     with db.transaction(conn):
         row = conn.execute(
             "SELECT job_id, file_id, state FROM generations WHERE id = ?", (generation_id,)
         ).fetchone()
         if row is None or row["state"] in TERMINAL:
-            return
+            return False
         for message in messages:
             line = {"file_id": row["file_id"], "message": message}
             events.record(conn, row["job_id"], "log", line)
@@ -226,3 +227,4 @@ def log(conn, generation_id, messages, progress=None, **fields):
             )
             body = progress_event(conn, row["job_id"], generation_id)
             events.record(conn, row["job_id"], "progress", body)
+    return True

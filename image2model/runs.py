@@ -47,8 +47,7 @@ class GenerationRun:
             if not log_lines:
                 return False
             # New log lines alone: log events, without a progress event that repeats the last.
-            jobs.log(self.conn, self.id, log_lines, **bookkeeping)
-            return self._notify(True)
+            return self._notify(jobs.log(self.conn, self.id, log_lines, **bookkeeping))
         changed = jobs.transition(
             self.conn, self.id, state, progress, log_lines, **fields, **bookkeeping
         )
