@@ -10,7 +10,8 @@ from image2model.auth import visible_to
 
 TERMINAL = ("completed", "failed", "cancelled")
 IN_FLIGHT = ("submitted", "processing", "downloading")
-STATES = ("queued", *IN_FLIGHT, *TERMINAL)
+UNFINISHED = ("queued", *IN_FLIGHT)
+STATES = (*UNFINISHED, *TERMINAL)
 # Which timestamp column each state stamps when it is entered.
 STAMPS = {
     "submitted": "submitted_at",

@@ -16,6 +16,29 @@ logger = logging.getLogger(__name__)
 RENEW_EVERY = 30.0
 IDLE_WAIT = 30.0
 
+# A pass reads unfinished generations only, through generations_by_state: the table keeps every
+# generation ever made, and a pass must not scan it.
+IN_FLIGHT_COUNT = (
+    "SELECT COUNT(*) FROM generations g JOIN jobs j USING (job_id)"
+    " WHERE j.model_type = 'tripo3d' AND (g.state IN (?, ?, ?)"
+    " OR (g.state = 'queued' AND g.claimed_by IS NOT NULL AND g.lease_until >= ?))"
+)
+DUE_UNCLAIMED = (
+    "SELECT g.id, g.state, j.model_type FROM generations g JOIN jobs j USING (job_id)"
+    " WHERE g.state IN (?, ?, ?, ?) AND g.next_run_at <= ?"
+    " AND (g.claimed_by IS NULL OR g.lease_until < ?) ORDER BY g.next_run_at, g.id"
+)
+NEXT_DUE = (
+    "SELECT MIN(CASE WHEN g.claimed_by IS NOT NULL"
+    " OR (g.state = 'queued' AND j.model_type = ?) THEN g.deadline_at"
+    " ELSE MIN(g.next_run_at, g.deadline_at) END)"
+    " FROM generations g JOIN jobs j USING (job_id) WHERE g.state IN (?, ?, ?, ?)"
+)
+OVERDUE = (
+    "SELECT g.*, j.model_type FROM generations g JOIN jobs j USING (job_id)"
+    " WHERE g.state IN (?, ?, ?, ?) AND g.deadline_at < ?"
+)
+
 
 class Dispatcher:
     """A thread that finds due work, claims it and hands it to the pool; woken on change.
@@ -95,19 +118,9 @@ class Dispatcher:
         self.renew_leases(conn, now)
         self.expire_overdue(conn, now)
         # A queued generation being submitted right now (claimed) counts as in flight too.
-        in_flight = conn.execute(
-            "SELECT COUNT(*) FROM generations g JOIN jobs j USING (job_id)"
-            " WHERE j.model_type = 'tripo3d' AND (g.state IN (?, ?, ?)"
-            " OR (g.state = 'queued' AND g.claimed_by IS NOT NULL AND g.lease_until >= ?))",
-            (*jobs.IN_FLIGHT, now),
-        ).fetchone()[0]
+        in_flight = conn.execute(IN_FLIGHT_COUNT, (*jobs.IN_FLIGHT, now)).fetchone()[0]
         free_submits = max(0, int(self.app.config["MAX_FAL_IN_FLIGHT"]) - in_flight)
-        rows = conn.execute(
-            "SELECT g.id, g.state, j.model_type FROM generations g JOIN jobs j USING (job_id)"
-            " WHERE g.state NOT IN (?, ?, ?) AND g.next_run_at <= ?"
-            " AND (g.claimed_by IS NULL OR g.lease_until < ?) ORDER BY g.next_run_at, g.id",
-            (*jobs.TERMINAL, now, now),
-        ).fetchall()
+        rows = conn.execute(DUE_UNCLAIMED, (*jobs.UNFINISHED, now, now)).fetchall()
         chosen = []
         for row in rows:
             if row["state"] == "queued" and row["model_type"] == "tripo3d":
@@ -120,13 +133,7 @@ class Dispatcher:
         blocked = "tripo3d" if free_submits == 0 else ""
         # Claimed work and FAL work blocked by the cap are woken by a release, not a timer;
         # every unfinished generation's deadline still counts.
-        upcoming = conn.execute(
-            "SELECT MIN(CASE WHEN g.claimed_by IS NOT NULL"
-            " OR (g.state = 'queued' AND j.model_type = ?) THEN g.deadline_at"
-            " ELSE MIN(g.next_run_at, g.deadline_at) END)"
-            " FROM generations g JOIN jobs j USING (job_id) WHERE g.state NOT IN (?, ?, ?)",
-            (blocked, *jobs.TERMINAL),
-        ).fetchone()[0]
+        upcoming = conn.execute(NEXT_DUE, (blocked, *jobs.UNFINISHED)).fetchone()[0]
         wait = IDLE_WAIT if upcoming is None else max(0.01, upcoming - time.time())
         return min(wait, IDLE_WAIT, RENEW_EVERY)
 
@@ -139,11 +146,7 @@ class Dispatcher:
 
     def expire_overdue(self, conn, now):
         """Fail every unfinished generation past its deadline with TIMEOUT."""
-        overdue = conn.execute(
-            "SELECT g.*, j.model_type FROM generations g JOIN jobs j USING (job_id)"
-            " WHERE g.state NOT IN (?, ?, ?) AND g.deadline_at < ?",
-            (*jobs.TERMINAL, now),
-        ).fetchall()
+        overdue = conn.execute(OVERDUE, (*jobs.UNFINISHED, now)).fetchall()
         for row in overdue:
             message = "The generation did not finish before its deadline"
             # A step still running keeps its claim until it ends, so the job is not deleted

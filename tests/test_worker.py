@@ -292,3 +292,15 @@ def test_log_lines_alone_add_log_events_but_no_repeated_progress_event(app, clie
     finally:
         conn.close()
     assert generation_rows(app)[0]["fal_logs_seen"] == 2
+
+
+@pytest.mark.parametrize("query", ["IN_FLIGHT_COUNT", "DUE_UNCLAIMED", "NEXT_DUE", "OVERDUE"])
+def test_a_dispatcher_pass_reads_unfinished_generations_through_their_index(app, query):
+    sql = getattr(worker, query)
+    conn = db.connect(db.database_path(app))
+    try:
+        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", [0] * sql.count("?"))]
+    finally:
+        conn.close()
+    assert not any(step.startswith("SCAN g") for step in plan), plan
+    assert any("generations_by_state" in step for step in plan), plan
