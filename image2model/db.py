@@ -90,6 +90,13 @@ MIGRATIONS = [
     CREATE INDEX events_by_job ON events (job_id, id);
     CREATE INDEX files_by_batch ON files (batch_id);
     """,
+    # Lookups by file, batch and result name, so requests never scan the whole history.
+    """
+    CREATE INDEX generations_by_file ON generations (file_id);
+    CREATE INDEX generations_by_result ON generations (result_file);
+    CREATE INDEX generations_by_preview ON generations (preview_file);
+    CREATE INDEX jobs_by_batch ON jobs (batch_id);
+    """,
 ]
 
 BUSY_TIMEOUT_MS = 10_000
