@@ -99,3 +99,10 @@ def test_a_result_file_that_fails_for_a_while_is_downloaded_again(tmp_path, fal)
     _, _, job = job_on_a_fresh_server(tmp_path, fal, 1)
     assert job["status"] == "completed"
     assert fal.submit_count == 1 and len(calls_of(fal, "result")) == 3
+
+
+def test_a_submit_answer_cut_off_in_its_body_is_never_sent_again(tmp_path, fal):
+    fal.cut_next("submit")  # FAL accepts the request and starts answering, then the line breaks
+    _, _, job = job_on_a_fresh_server(tmp_path, fal, 1)
+    assert job["status"] == "failed" and "twice" in job["errors"][0]["message"]
+    assert fal.submit_count == 1 and len(calls_of(fal, "submit")) == 1

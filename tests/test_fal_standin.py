@@ -546,6 +546,20 @@ def test_dropped_submit_reply_makes_the_client_submit_twice(standin):
     assert [call.get("status") for call in stage_calls(standin, "status")] == [None, 202]
 
 
+def test_a_reply_cut_off_in_its_body_makes_the_client_submit_again(standin):
+    standin.cut_next("submit")
+    out = run_client(
+        standin,
+        """
+        handle = client.submit(APP, {"image_url": IMAGE})
+        done(request_id=handle.request_id)
+        """,
+    )
+    assert standin.submit_count == 2  # the first was accepted: fal-client alone pays twice
+    assert standin.submits[-1]["request_id"] == out["request_id"]
+    assert [call["status"] for call in stage_calls(standin, "submit")] == [200, 200]
+
+
 def test_hanging_submit_times_out_and_is_resubmitted(standin):
     standin.hang("submit", 30)
     command = client_command(

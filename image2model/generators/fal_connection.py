@@ -33,12 +33,18 @@ class SubmitOnceTransport(httpx.BaseTransport):
 
     def handle_request(self, request):
         """Send the request; turn a lost submit answer into MaybeSubmitted."""
+        submit = request.method == "POST" and str(request.url).startswith(
+            fal_client.client.QUEUE_URL_FORMAT
+        )
         try:
-            return self._inner.handle_request(request)
+            response = self._inner.handle_request(request)
+            if submit:
+                # The body too is read here: the client would read it after this returns, and
+                # an answer lost halfway would be retried there.
+                response.read()
+            return response
         except LOST_ANSWER as error:
-            if request.method == "POST" and str(request.url).startswith(
-                fal_client.client.QUEUE_URL_FORMAT
-            ):
+            if submit:
                 raise MaybeSubmitted(type(error).__name__) from error
             raise
 

@@ -19,6 +19,7 @@ class Faults:
         self._released = False
         self._failures: dict[str, deque[list]] = {stage: deque() for stage in STAGES}
         self._drops = dict.fromkeys(STAGES, 0)
+        self._cuts = dict.fromkeys(STAGES, 0)
         self._hangs = dict.fromkeys(STAGES, 0.0)
 
     def fail(self, stage, status, times=1, body=None, headers=None) -> None:
@@ -43,6 +44,12 @@ class Faults:
         with self._changed:
             self._drops[stage] += times
 
+    def cut(self, stage, times=1) -> None:
+        """Cut the reply of the next `times` calls of a stage off inside its body."""
+        check_stage(stage)
+        with self._changed:
+            self._cuts[stage] += times
+
     def hang(self, stage, seconds) -> None:
         """Hold every answer of a stage for `seconds`; 0 or None ends it and frees held ones."""
         check_stage(stage)
@@ -56,6 +63,7 @@ class Faults:
             for stage in STAGES:
                 self._failures[stage].clear()
                 self._drops[stage] = 0
+                self._cuts[stage] = 0
                 self._hangs[stage] = 0.0
             self._changed.notify_all()
 
@@ -84,10 +92,18 @@ class Faults:
 
     def take_drop(self, stage: str) -> bool:
         """Tell whether this call of a stage is to be dropped, counting it off."""
+        return self._take(self._drops, stage)
+
+    def take_cut(self, stage: str) -> bool:
+        """Tell whether this call's reply is to be cut off inside its body, counting it off."""
+        return self._take(self._cuts, stage)
+
+    def _take(self, counts: dict[str, int], stage: str) -> bool:
+        """Count one pending fault of a stage off; tell whether there was one."""
         with self._changed:
-            if self._drops[stage] <= 0:
+            if counts[stage] <= 0:
                 return False
-            self._drops[stage] -= 1
+            counts[stage] -= 1
             return True
 
     def stall(self, stage: str | None) -> None:

@@ -153,6 +153,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         standin.faults.stall(stage)
         standin.record("calls", {**seen, "status": reply.status})
+        if stage is not None and standin.faults.take_cut(stage):
+            self._write(reply, body_bytes=len(reply.body) // 2)
+            self.close_connection = True
+            return
         self._write(reply)
 
     def _answer(self, standin, call: Call) -> tuple[str | None, Reply]:
@@ -175,8 +179,9 @@ class Handler(BaseHTTPRequestHandler):
             logger.exception("stand-in route for %s %s failed", call.method, call.path)
             return stage, detail_reply(500, HTTPStatus.INTERNAL_SERVER_ERROR.phrase)
 
-    def _write(self, reply: Reply) -> None:
-        """Write a reply; a client that went away meanwhile only ends the connection."""
+    def _write(self, reply: Reply, body_bytes: int | None = None) -> None:
+        """Write a reply (only `body_bytes` of its body, if given: the headers still announce
+        all of it); a client that went away meanwhile only ends the connection."""
         try:
             self.send_response(reply.status)
             self.send_header("Content-Type", reply.content_type)
@@ -185,7 +190,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_header(name, value)
             self.end_headers()
             if self.command != "HEAD":
-                self.wfile.write(reply.body)
+                self.wfile.write(reply.body[:body_bytes])
         except OSError:
             logger.debug("client left before the reply to %s", self.path, exc_info=True)
             self.close_connection = True

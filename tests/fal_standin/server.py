@@ -184,6 +184,11 @@ class FalStandIn:
         """Serve the next `times` calls of a stage, then close the connection without a reply."""
         self.faults.drop(stage, times)
 
+    def cut_next(self, stage, times=1) -> None:
+        """Serve the next `times` calls of a stage, but close the connection halfway through
+        the reply's body (the headers, status 200 included, went out whole)."""
+        self.faults.cut(stage, times)
+
     def hang(self, stage, seconds) -> None:
         """Hold each answer of a stage `seconds`; 0 or None ends the hang and frees held ones."""
         self.faults.hang(stage, seconds)
