@@ -150,6 +150,24 @@ def test_a_lost_submit_answer_is_not_retried():
     assert retry is False and "twice" in message
 
 
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        ("ReadTimeout", True),
+        ("TooManyRedirects", False),
+        ("DecodingError", False),
+        ("InvalidURL", False),
+    ],
+)
+def test_fal_and_download_errors_are_classified_never_left_as_internal(error, retried):
+    import httpx
+
+    from image2model.generators import tripo3d
+
+    outcome = tripo3d.classify(getattr(httpx, error)("from a test"))
+    assert outcome is not None and outcome[0] is retried
+
+
 def test_pool_shares_a_running_call_by_key():
     import threading
 

@@ -77,6 +77,9 @@ def classify(error):
         return True, f"{type(error).__name__}: {error}"
     if isinstance(error, DownloadRefused):
         return False, str(error)
+    if isinstance(error, (httpx.HTTPError, httpx.InvalidURL)):
+        # Redirect loops, undecodable bodies, bad URLs from FAL: trying again will not help.
+        return False, f"FAL's answer could not be used ({type(error).__name__}: {error})"
     if isinstance(error, MaybeSubmitted):
         return False, (
             f"The connection to FAL broke after the request was sent ({error}); it is not sent"
