@@ -29,6 +29,11 @@ class HeldSteps:
                 due.append(heapq.heappop(self._heap))
         return due
 
+    def due_times(self):
+        """Return when each held generation runs next, by generation id."""
+        with self._lock:
+            return {generation_id: due_at for due_at, generation_id in self._heap}
+
     def next_due_at(self):
         """Return when the first held generation is due, or None when none is held."""
         with self._lock:

@@ -41,6 +41,9 @@ def job_report(app, conn, job_id):
         return {"job_id": job_id, "found": False, "files": [], "metadata": None}
     generations = jobs.generations_of(conn, job_id)
     figures = jobs.summary(generations)
+    # A held poll's next run is timed in this process's memory, not in its row.
+    dispatcher = app.extensions.get("image2model.dispatcher")
+    held = dispatcher.held.due_times() if dispatcher is not None else {}
     return {
         "job_id": job_id,
         "found": True,
@@ -58,12 +61,12 @@ def job_report(app, conn, job_id):
             "total_files": figures["total_files"],
             "completed_files": figures["completed_files"],
             "failed_files": figures["failed_files"],
-            "generations": [_generation(g) for g in generations],
+            "generations": [_generation(g, held.get(g["id"])) for g in generations],
         },
     }
 
 
-def _generation(generation):
+def _generation(generation, held_until=None):
     """Return one generation's state, timings, FAL request and error."""
     error = None
     if generation["error_code"] or generation["error_message"]:
@@ -81,7 +84,10 @@ def _generation(generation):
         "result_file": generation["result_file"],
         "preview_file": generation["preview_file"],
         "claimed_by": generation["claimed_by"],
-        "times": {name: iso(generation[column]) for name, column in GENERATION_TIMES.items()},
+        "times": {
+            **{name: iso(generation[column]) for name, column in GENERATION_TIMES.items()},
+            **({"next_run": iso(held_until)} if held_until is not None else {}),
+        },
     }
 
 

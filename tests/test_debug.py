@@ -120,3 +120,19 @@ def test_a_job_folder_linked_out_is_not_listed(app, client):
     folder.symlink_to(outside)
     body = debug(client, job["job_id"]).get_json()
     assert body["found"] is True and body["files"] == []
+
+
+def test_a_held_poll_shows_when_it_runs_next(app, client):
+    import time
+
+    from image2model import worker
+    from tests.images import query
+
+    job = upload(client, ["chair.png"])
+    ((generation_id,),) = query(app, "SELECT id FROM generations WHERE job_id = ?", job["job_id"])
+    due_at = time.time() + 600
+    worker.get_dispatcher(app).held.add(due_at, generation_id)
+    (generation,) = debug(client, job["job_id"]).get_json()["metadata"]["generations"]
+    assert generation["times"]["next_run"][:19] == time.strftime(
+        "%Y-%m-%dT%H:%M:%S", time.gmtime(due_at)
+    )
