@@ -76,7 +76,9 @@ class LiveServer:
             raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
         try:
             return requests.get(self.url("/api/v1/health/liveness"), timeout=1).status_code == 200
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
+            # gunicorn's master listens before its worker has loaded the app: a connection
+            # can be accepted and then wait longer than this probe does.
             return False
 
     def url(self, path):
