@@ -6,8 +6,9 @@ interpreter with the measuring client) and, for every run, the real server (`mak
 fresh data folder. Each run uploads N images in one request and reads the job's event stream
 to its terminal event. Prints per run the machine's speed (a reference loop:
 a shared VM's drifts, and every figure with it), the upload time, the time from upload to
-completion, its ratio to L (target 1.15), the worker's CPU and where the time went; then the
-median ratio and the worker's peak memory (target 120 MB RSS).
+completion, its ratio to L (target 1.15), the CPU the worker and the stand-in used (they share
+this machine's cores), the status polls FAL answered and where the time went; then the median
+ratio and the worker's peak memory (target 120 MB RSS). `--pool` sets POOL_SIZE.
 """
 
 import argparse
@@ -47,9 +48,19 @@ class StandInProcess:
         self.env, self.base_url = self._pipe.recv()
         return self
 
+    def cpu_seconds(self):
+        """Return the CPU time the stand-in's process has used so far."""
+        times = psutil.Process(self._process.pid).cpu_times()
+        return times.user + times.system
+
     def submits(self):
         """Return the submissions the stand-in accepted so far (request_id, at: wall clock)."""
         self._pipe.send("submits")
+        return self._pipe.recv()
+
+    def status_calls(self):
+        """Return how many status polls the stand-in answered so far."""
+        self._pipe.send("status_calls")
         return self._pipe.recv()
 
     def __exit__(self, *exc_info):
@@ -65,6 +76,8 @@ def serve_stand_in(pipe, latency):
         while (message := pipe.recv()) != "stop":
             if message == "submits":
                 pipe.send([{**s, "at": s["at"] + wall_offset} for s in fal.submits])
+            elif message == "status_calls":
+                pipe.send(fal.status_calls)
 
 
 class StandInView:
@@ -122,6 +135,7 @@ def one_run(args, standin, images):
             FAL_POLL_INTERVAL=args.poll,
             MAX_FILES=max(25, args.images),
             FAL_UPLOAD=args.upload,
+            POOL_SIZE=args.pool,
         ).start()
         try:
             worker = worker_process(server)
@@ -129,14 +143,16 @@ def one_run(args, standin, images):
             sampler = threading.Thread(target=sample_rss, args=(worker, stop, peak))
             sampler.start()
             client = Client(server)
-            cpu_before = worker.cpu_times()
+            cpu_before, standin_cpu_before = worker.cpu_times(), standin.cpu_seconds()
+            polls_before = standin.status_calls()
             started = time.perf_counter()
             upload = client.upload(images, model_type="tripo3d")
             uploaded, uploaded_wall = time.perf_counter(), time.time()
             # The event stream pushes the terminal event as soon as the job ends.
             events, _ = client.stream(upload["task_id"], timeout=120 + int(args.latency) * 10)
             finished = time.perf_counter()
-            cpu_after = worker.cpu_times()
+            cpu_after, standin_cpu_after = worker.cpu_times(), standin.cpu_seconds()
+            polls = standin.status_calls() - polls_before
             stop.set()
             sampler.join()
             job = client.job(upload["job_id"])
@@ -170,6 +186,9 @@ def one_run(args, standin, images):
         "downloads": max(done - downloading for _, downloading, done in stamps),
         "rss_mb": peak[0] / 2**20,
         "cpu": (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system),
+        "standin_cpu": standin_cpu_after - standin_cpu_before,
+        "polls": polls,
+        "cpu_user": cpu_after.user - cpu_before.user,
     }
 
 
@@ -181,6 +200,7 @@ def main():
     parser.add_argument("--poll", type=float, default=0.1, help="FAL_POLL_INTERVAL seconds")
     parser.add_argument("--size", type=int, default=512, help="side of each test image")
     parser.add_argument("--runs", type=int, default=5, help="jobs, each on a fresh server")
+    parser.add_argument("--pool", type=int, default=8, help="POOL_SIZE: worker pool threads")
     parser.add_argument(
         "--upload",
         default="storage",
@@ -193,10 +213,12 @@ def main():
     ]
     print(
         f"{args.images} images ({args.size}x{args.size} PNG), FAL latency L {args.latency:.2f} s,"
-        f" poll interval {args.poll:.2f} s, upload via {args.upload}, {args.runs} runs"
+        f" poll interval {args.poll:.2f} s, upload via {args.upload}, pool {args.pool},"
+        f" {args.runs} runs"
     )
     print(
-        "run  loop   status       upload  ->completed  ratio  worker CPU  submits from..to"
+        "run  loop   status       upload  ->completed  ratio  CPU: worker (user), FAL  polls"
+        "  submits from..to"
         "  downloads  last file: accepted, done at FAL, seen, stored"
     )
     results = []
@@ -208,7 +230,8 @@ def main():
             print(
                 f"{number:3d}  {loop_ms:3.0f}ms  {result['status']:11s}  {result['upload']:.3f}"
                 f"   {result['generation']:.3f} s   {result['generation'] / args.latency:.3f}"
-                f"  {result['cpu']:.2f} s      {result['first_submit']:.3f}"
+                f"  {result['cpu']:.2f} s ({result['cpu_user']:.2f}), {result['standin_cpu']:.2f} s"
+                f"  {result['polls']:5d}  {result['first_submit']:.3f}"
                 f"..{result['last_submit']:.3f} s"
                 f"  {result['downloads']:.3f} s  "
                 + ", ".join(f"{moment:.3f}" for moment in result["last_path"])
