@@ -60,6 +60,16 @@ def verify_glb(glb_path) -> GlbSummary:
     return GlbSummary(faces=faces, vertices=vertices, has_texture=has_texture)
 
 
+def check_glb(glb_path) -> None:
+    """Check a GLB's container and document, decoding none of its data (no mesh, no texture)."""
+    with open(glb_path, "rb") as glb_file:
+        file_size = os.fstat(glb_file.fileno()).st_size
+        document, bin_length = _read_container(glb_file, file_size)
+    _check_document(document, file_size, bin_length)
+    if not _draws_triangles(document):
+        raise InvalidModelError("the model has no triangles")
+
+
 def load_glb_scene(glb_path) -> trimesh.Scene:
     """Check the GLB container and load it with trimesh, reading the binary chunk once."""
     with open(glb_path, "rb") as glb_file:
@@ -169,6 +179,21 @@ def _check_document(document: dict, file_size: int, bin_length: int) -> None:
         # trimesh fills an accessor without a bufferView with zeros: bound what it allocates
         if "bufferView" not in accessor and _accessor_bytes(accessor) > file_size:
             raise InvalidModelError(f"accessors[{index}] declares more data than the file holds")
+
+
+def _draws_triangles(document: dict) -> bool:
+    """Tell whether any mesh primitive draws triangles (lists, strips or fans) from 3+ points."""
+    accessors = _entries(document, "accessors", dict)
+    for mesh in _entries(document, "meshes", dict):
+        for primitive in _entries(mesh, "primitives", dict):
+            attributes = primitive.get("attributes")
+            position = attributes.get("POSITION") if isinstance(attributes, dict) else None
+            triangles = primitive.get("mode", 4) in (4, 5, 6)
+            if triangles and _is_count(position, len(accessors) - 1):
+                count = accessors[position].get("count")
+                if isinstance(count, int) and count >= 3:
+                    return True
+    return False
 
 
 def _entries(document: dict, key: str, entry_type: type) -> list:

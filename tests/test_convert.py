@@ -16,6 +16,7 @@ from image2model.convert import (
     convert_glb,
     verify_glb,
 )
+from image2model.gltf import check_glb
 
 JSON_CHUNK = 0x4E4F534A
 
@@ -280,17 +281,43 @@ def test_verify_glb_rejects_broken_files(textured_glb, tmp_path, case):
         convert_glb(broken_path, "obj", out_file)
 
 
+@pytest.mark.parametrize("case", sorted(BROKEN_GLBS))
+def test_check_glb_rejects_broken_files_without_loading_them(textured_glb, tmp_path, case):
+    make_broken, message = BROKEN_GLBS[case]
+    broken_path = tmp_path / "broken.glb"
+    broken_path.write_bytes(make_broken(textured_glb.read_bytes()))
+    with pytest.raises(InvalidModelError, match=message):
+        check_glb(broken_path)
+
+
+def test_check_glb_accepts_a_model_and_needs_drawn_triangles(textured_glb, tmp_path):
+    check_glb(textured_glb)
+
+    def points_only(document):
+        for mesh in document["meshes"]:
+            for primitive in mesh["primitives"]:
+                primitive["mode"] = 0  # POINTS: nothing to print or convert
+
+    points_path = tmp_path / "points.glb"
+    points_path.write_bytes(glb_with_document(textured_glb.read_bytes(), points_only))
+    with pytest.raises(InvalidModelError, match="no triangles"):
+        check_glb(points_path)
+
+
+@pytest.mark.parametrize("check", [verify_glb, check_glb])
 @pytest.mark.parametrize(
     "extension", ["KHR_draco_mesh_compression", "EXT_meshopt_compression", "KHR_mesh_quantization"]
 )
-def test_required_extensions_we_cannot_decode_are_unsupported(textured_glb, tmp_path, extension):
+def test_required_extensions_we_cannot_decode_are_unsupported(
+    textured_glb, tmp_path, extension, check
+):
     def require(document):
         document["extensionsUsed"] = document["extensionsRequired"] = [extension]
 
     patched_path = tmp_path / "compressed.glb"
     patched_path.write_bytes(glb_with_document(textured_glb.read_bytes(), require))
     with pytest.raises(UnsupportedModelError) as raised:
-        verify_glb(patched_path)
+        check(patched_path)
     assert raised.value.extensions == [extension]
     assert isinstance(raised.value, ValueError)
 

@@ -11,7 +11,6 @@ import fal_client.client
 import httpx
 
 from image2model import storage
-from image2model.convert import InvalidModelError, UnsupportedModelError, verify_glb
 from image2model.generators.fal_connection import (
     MaybeSubmitted,
     client_for,
@@ -19,6 +18,7 @@ from image2model.generators.fal_connection import (
     fetch_output,
     handle_for,
 )
+from image2model.gltf import InvalidModelError, UnsupportedModelError, check_glb
 
 logger = logging.getLogger(__name__)
 
@@ -216,7 +216,10 @@ def fetch_result(run):
     stem = run.row["result_stem"]
     result_file = f"{stem}.glb"
     session = download_client(run.app)
-    download(session, mesh["url"], os.path.join(directory, result_file), verify=verify_glb)
+    # A structural check: loading the mesh and decoding its textures would hold the GIL for
+    # tens of milliseconds per model while other generations wait to be polled. A GLB that
+    # passes but does not load is still served as GLB; its conversions answer 422.
+    download(session, mesh["url"], os.path.join(directory, result_file), verify=check_glb)
     preview_file = None
     preview = output.get("rendered_image")
     if preview and preview.get("url"):
