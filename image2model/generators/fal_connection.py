@@ -20,6 +20,37 @@ class MaybeSubmitted(Exception):
     """The submit was sent but its answer was lost: FAL may have accepted (and will bill) it."""
 
 
+class NoCookies(httpx.Cookies):
+    """An empty cookie jar that keeps nothing it is handed."""
+
+    def extract_cookies(self, response):
+        """Keep no cookie of the response."""
+
+
+class CookielessClient(httpx.Client):
+    """An httpx client that neither keeps nor sends cookies.
+
+    FAL's queue, storage and file links authenticate by header and need none, and httpx reads
+    every response into its jar: a quarter of the CPU of a status poll, paid by every poll.
+    """
+
+    @property
+    def cookies(self):
+        """Return an empty jar that stays empty."""
+        return NoCookies()
+
+
+class BackupDomains(fal_client.client.BackupDomainTransport):
+    """fal-client's fallback to FAL's backup domains, through a client that keeps no cookies."""
+
+    def __init__(self):
+        super().__init__()
+        # fal-client sends through a client of its own, so proxies apply per domain; the same
+        # client without a cookie jar.
+        self._client.close()
+        self._client = CookielessClient(follow_redirects=False)
+
+
 class SubmitOnceTransport(httpx.BaseTransport):
     """Lets fal-client retry everything but a queue submit whose answer was lost.
 
@@ -71,7 +102,7 @@ class CdnClients:
                 if self._retired is not None:
                     self._retired.close()
                 self._retired = self._client
-                self._client = httpx.Client(
+                self._client = CookielessClient(
                     headers={
                         "Authorization": f"{token.token_type} {token.token}",
                         "User-Agent": fal_client.client.USER_AGENT,
@@ -88,9 +119,9 @@ class FalClient(fal_client.SyncClient):
 
     @cached_property
     def _client(self):
-        # As fal-client builds it, with the submit guard around its transport.
-        return httpx.Client(
-            transport=SubmitOnceTransport(fal_client.client.BackupDomainTransport()),
+        # As fal-client builds it, with the submit guard around its transport, without cookies.
+        return CookielessClient(
+            transport=SubmitOnceTransport(BackupDomains()),
             headers={
                 "Authorization": self._auth.header_value,
                 "User-Agent": fal_client.client.USER_AGENT,
@@ -133,7 +164,7 @@ def download_client(app):
     client = app.extensions.get("image2model.fal_files")
     if client is None:
         # Built once: the environment (proxies, SSL_CERT_FILE) is read here, not per download.
-        client = httpx.Client(follow_redirects=True, timeout=httpx.Timeout(120.0, connect=10.0))
+        client = CookielessClient(follow_redirects=True, timeout=httpx.Timeout(120.0, connect=10.0))
         app.extensions["image2model.fal_files"] = client
     return client
 

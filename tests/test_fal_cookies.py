@@ -1,0 +1,49 @@
+"""FAL's clients keep no cookies: nothing FAL sets is stored or sent back."""
+
+from types import SimpleNamespace
+
+import httpx
+
+from image2model.generators.fal_connection import (
+    CdnClients,
+    CookielessClient,
+    client_for,
+    download_client,
+)
+from tests.conftest import with_config
+
+
+def cookie_setting_transport(seen_cookie_headers):
+    """Return a transport that sets a cookie on every answer and records the Cookie sent."""
+
+    def answer(request):
+        seen_cookie_headers.append(request.headers.get("Cookie"))
+        return httpx.Response(200, headers={"Set-Cookie": "session=abc; Path=/"}, json={})
+
+    return httpx.MockTransport(answer)
+
+
+def test_a_cookieless_client_stores_and_sends_no_cookie():
+    seen = []
+    with CookielessClient(transport=cookie_setting_transport(seen)) as client:
+        client.get("https://queue.example/a")
+        client.get("https://queue.example/b")
+        assert len(client.cookies) == 0
+    assert seen == [None, None]
+
+    with httpx.Client(transport=cookie_setting_transport(seen := [])) as plain:
+        plain.get("https://queue.example/a")
+        plain.get("https://queue.example/b")
+    assert seen == [None, "session=abc"]  # what a plain client would have sent back
+
+
+@with_config(FAL_KEY="test-key")
+def test_every_client_of_fal_traffic_is_cookieless(app):
+    queue = client_for(app)._client
+    backup_domains = queue._transport._inner
+    assert isinstance(queue, CookielessClient)
+    assert isinstance(backup_domains._client, CookielessClient)
+    assert isinstance(download_client(app), CookielessClient)
+    cdn = CdnClients(timeout=5).for_token(SimpleNamespace(token="t", token_type="Bearer"))
+    assert isinstance(cdn, CookielessClient)
+    cdn.close()
