@@ -139,9 +139,17 @@ def job_snapshot(conn, job_id):
 
 def progress_event(conn, job_id, generation_id):
     """Return a progress event body: the job's figures and the one file that changed."""
-    generations = generations_of(conn, job_id)
-    changed = [g for g in generations if g["id"] == generation_id]
-    return {**summary(generations), "files": {g["file_id"]: file_entry(g) for g in changed}}
+    # Written for every change of every generation: the figures need two columns of each
+    # generation, and only the changed one needs its whole row.
+    states = conn.execute(
+        "SELECT state, progress FROM generations WHERE job_id = ?", (job_id,)
+    ).fetchall()
+    changed = conn.execute(
+        "SELECT g.*, f.filename FROM generations g JOIN files f ON f.file_id = g.file_id"
+        " WHERE g.id = ?",
+        (generation_id,),
+    ).fetchone()
+    return {**summary(states), "files": {changed["file_id"]: file_entry(changed)}}
 
 
 def download_url(job_id, filename):
