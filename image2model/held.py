@@ -21,13 +21,13 @@ class HeldSteps:
             heapq.heappush(self._heap, (due_at, generation_id))
             return self._heap[0][1] == generation_id
 
-    def pop_due(self, now):
-        """Remove and return `(due_at, generation_id)` of every generation due by `now`."""
-        due = []
+    def pop_next_due(self, now):
+        """Remove and return `(due_at, generation_id)` of the earliest generation due by `now`,
+        or None."""
         with self._lock:
-            while self._heap and self._heap[0][0] <= now:
-                due.append(heapq.heappop(self._heap))
-        return due
+            if self._heap and self._heap[0][0] <= now:
+                return heapq.heappop(self._heap)
+            return None
 
     def due_times(self):
         """Return when each held generation runs next, by generation id."""

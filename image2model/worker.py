@@ -8,6 +8,7 @@ from image2model import claims, events, jobs
 from image2model.held import HeldSteps
 from image2model.pool import get_pool
 from image2model.runs import GenerationRun
+from image2model.step_limit import StepLimit
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ class Dispatcher:
         self.connections = app.extensions["db.threads"]
         self.pool = get_pool(app)
         self.held = HeldSteps()
+        # Inline mode (no threads) runs every due step at once, as the tests expect.
+        self.limit = StepLimit(self.pool.size) if self.pool.size else None
         self._alarm = threading.Event()
         self._look_in_database = True
         self._database_due_at = 0.0
@@ -106,10 +109,25 @@ class Dispatcher:
 
     def run_held(self):
         """Start the held generations that are due; return seconds until the next one."""
-        for due_at, generation_id in self.held.pop_due(time.time()):
-            self.pool.submit(self.run_step, generation_id, due_at)
+        now = time.time()
+        while (due := self.held.pop_next_due(now)) is not None:
+            if not self.start_step(due[1], due[0]):
+                break
         next_due_at = self.held.next_due_at()
-        return IDLE_WAIT if next_due_at is None else max(0.0, next_due_at - time.time())
+        if next_due_at is None:
+            return IDLE_WAIT
+        if next_due_at <= now:
+            return IDLE_WAIT  # held back by the step limit: a finishing step wakes us
+        return max(0.0, next_due_at - time.time())
+
+    def start_step(self, generation_id, due_at=None):
+        """Run a claimed generation's step on the pool, or hold it (claimed) until a running
+        step finishes; return whether it started."""
+        if self.limit is None or self.limit.try_start():
+            self.pool.submit(self.run_step, generation_id, due_at)
+            return True
+        self.held.add(time.time() if due_at is None else due_at, generation_id)
+        return False
 
     def run_due_in_database(self):
         """Fail overdue generations and start the due unclaimed ones; return seconds to wait."""
@@ -129,7 +147,7 @@ class Dispatcher:
                 free_submits -= 1
             chosen.append(row["id"])
         for generation_id in claims.take(conn, self.identity, chosen, now):
-            self.pool.submit(self.run_step, generation_id)
+            self.start_step(generation_id)
         blocked = "tripo3d" if free_submits == 0 else ""
         # Claimed work and FAL work blocked by the cap are woken by a release, not a timer;
         # every unfinished generation's deadline still counts.
@@ -169,6 +187,7 @@ class Dispatcher:
         """Run one step of a generation; any exception ends it as failed, never silently."""
         conn = self.connections.get()
         release_fields, keep_claim = {}, False
+        cpu_started = time.thread_time()
         try:
             row = conn.execute(
                 "SELECT g.*, j.model_type, j.options, f.stored_path, f.filename, f.content_type"
@@ -186,6 +205,8 @@ class Dispatcher:
                 run.fail("PROCESSING_ERROR", "Internal processing error")
             release_fields, keep_claim = run.release_fields, run.keep_claim
         finally:
+            if self.limit is not None and self.limit.finished(time.thread_time() - cpu_started):
+                self._alarm.set()  # a step held back by the limit may start now
             if keep_claim and self.pool.alive:
                 if self.held.add(release_fields["next_run_at"], generation_id):
                     self._alarm.set()

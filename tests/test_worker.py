@@ -227,7 +227,7 @@ def test_a_poll_that_changes_nothing_keeps_its_claim_until_the_generation_ends(
     assert generation_rows(app)[0]["claimed_by"] == dispatcher.identity
     assert len(dispatcher.held) == 1 and dispatcher.held.next_due_at() > time.time() + 3000
     for expected_runs in (2, 3):
-        ((due_at, generation_id),) = dispatcher.held.pop_due(float("inf"))
+        due_at, generation_id = dispatcher.held.pop_next_due(float("inf"))
         dispatcher.run_step(generation_id, due_at)
         assert len(runs) == expected_runs
     row = generation_rows(app)[0]
@@ -244,7 +244,8 @@ def test_a_held_generation_past_its_deadline_fails_and_gives_up_its_claim(app, c
     row = generation_rows(app)[0]
     assert (row["state"], row["error_code"]) == ("failed", "TIMEOUT")
     assert row["claimed_by"] == dispatcher.identity  # held: the step's turn has not come
-    ((due_at, generation_id),) = dispatcher.held.pop_due(float("inf"))
+    due_at, generation_id = dispatcher.held.pop_next_due(float("inf"))
+    assert dispatcher.held.pop_next_due(float("inf")) is None
     dispatcher.run_step(generation_id, due_at)
     assert generation_rows(app)[0]["claimed_by"] is None and runs == [generation_id]
 

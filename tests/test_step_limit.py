@@ -1,0 +1,90 @@
+"""The step limit: fewer steps at once while their CPU saturates the GIL, more while they wait."""
+
+from image2model import worker
+from image2model.step_limit import WINDOW, StepLimit
+from tests import images
+from tests.conftest import with_config
+from tests.test_worker import generation_rows, held_step, poll_later
+
+
+class FakeClock:
+    """A monotonic clock moved by hand."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def run_window(limit, clock, steps, cpu_share):
+    """Start and finish `steps` steps over one window whose CPU is `cpu_share` of its length."""
+    for _ in range(steps):
+        assert limit.try_start()
+    for finishing in range(steps):
+        if finishing == steps - 1:
+            clock.now += 2 * WINDOW  # the last step closes the window
+        limit.finished(2 * WINDOW * cpu_share / steps)
+
+
+def test_the_limit_starts_at_the_pool_size_and_never_halves_below_three():
+    clock = FakeClock()
+    limit = StepLimit(8, clock=clock)
+    assert limit.limit == 8
+    for _ in range(3):
+        run_window(limit, clock, limit.limit, cpu_share=0.95)
+    assert limit.limit == 3
+    assert StepLimit(1).limit == 1  # a pool of one thread is never asked for more
+
+
+def test_steps_start_up_to_the_limit_and_a_freed_slot_is_announced_once():
+    limit = StepLimit(3, clock=FakeClock())
+    assert [limit.try_start() for _ in range(4)] == [True, True, True, False]
+    assert limit.finished(0.0) is True  # the step held back may start now
+    assert limit.try_start() is True
+    assert limit.finished(0.0) is False  # nothing is waiting any more
+
+
+def test_a_saturated_gil_halves_the_limit_down_to_the_least():
+    clock = FakeClock()
+    limit = StepLimit(8, least=2, clock=clock)
+    limits = []
+    for _ in range(3):
+        run_window(limit, clock, limit.limit, cpu_share=0.95)
+        limits.append(limit.limit)
+    assert limits == [4, 2, 2]
+
+
+def test_the_limit_grows_back_only_while_steps_wait_and_the_gil_has_room():
+    clock = FakeClock()
+    limit = StepLimit(4, least=2, clock=clock)
+    run_window(limit, clock, 4, cpu_share=0.95)
+    run_window(limit, clock, 2, cpu_share=0.95)
+    assert limit.limit == 2
+    run_window(limit, clock, 2, cpu_share=0.1)  # idle, but nothing was held back
+    assert limit.limit == 2
+    for _ in range(2):
+        assert limit.try_start()
+    assert not limit.try_start()  # held back
+    clock.now += 2 * WINDOW
+    limit.finished(0.001)
+    limit.finished(0.001)
+    assert limit.limit == 3
+
+
+@with_config(FAL_KEY="dummy-key-never-used")
+def test_steps_held_back_by_the_limit_keep_their_claim_and_start_as_slots_free(
+    app, client, monkeypatch
+):
+    runs = held_step(monkeypatch, [poll_later] * 3)
+    images.uploaded(client, [(f"{n}.png", images.png()) for n in range(3)], model_type="tripo3d")
+    dispatcher = worker.get_dispatcher(app)
+    dispatcher.limit = StepLimit(1)
+    assert dispatcher.limit.try_start()  # a step of another generation is running
+    dispatcher.run_due()
+    assert runs == [] and len(dispatcher.held) == 3
+    assert {row["claimed_by"] for row in generation_rows(app)} == {dispatcher.identity}
+    assert dispatcher.limit.finished(0.0) is True
+    dispatcher.run_held()  # inline: each step ends before the next one is started
+    assert sorted(runs) == [row["id"] for row in generation_rows(app)]
+    assert dispatcher.limit.running == 0
