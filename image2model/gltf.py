@@ -182,13 +182,14 @@ def _check_document(document: dict, file_size: int, bin_length: int) -> None:
 
 
 def _draws_triangles(document: dict) -> bool:
-    """Tell whether any mesh primitive draws triangles (lists, strips or fans) from 3+ points."""
+    """Tell whether any mesh primitive draws triangles (lists or strips) from 3+ points."""
     accessors = _entries(document, "accessors", dict)
     for mesh in _entries(document, "meshes", dict):
         for primitive in _entries(mesh, "primitives", dict):
             attributes = primitive.get("attributes")
             position = attributes.get("POSITION") if isinstance(attributes, dict) else None
-            triangles = primitive.get("mode", 4) in (4, 5, 6)
+            # trimesh loads lists (4) and strips (5); it skips fans (6), points and lines.
+            triangles = primitive.get("mode", 4) in (4, 5)
             if triangles and _is_count(position, len(accessors) - 1):
                 count = accessors[position].get("count")
                 if isinstance(count, int) and count >= 3:

@@ -22,8 +22,7 @@ class HeldSteps:
             return self._heap[0][1] == generation_id
 
     def pop_next_due(self, now):
-        """Remove and return `(due_at, generation_id)` of the earliest generation due by `now`,
-        or None."""
+        """Remove and return the earliest `(due_at, generation_id)` due by `now`, or None."""
         with self._lock:
             if self._heap and self._heap[0][0] <= now:
                 return heapq.heappop(self._heap)

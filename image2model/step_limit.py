@@ -1,5 +1,4 @@
-"""How many generation steps run at once: up to the pool's threads while steps wait on the
-network, fewer while their own CPU keeps the GIL busy, where more threads only queue for it."""
+"""How many FAL steps run at once: more while they wait on FAL, fewer while they load the GIL."""
 
 import threading
 import time
@@ -10,12 +9,11 @@ IDLE = 0.5  # below it, with work held back, there is room for one more step
 
 
 class StepLimit:
-    """Counts running steps against a limit: halved while their CPU saturates the GIL, raised
-    by one while steps were held back and the GIL had time to spare.
+    """Running steps against a limit, halved while their CPU saturates the GIL, raised while not."""
 
-    The steps' own CPU (thread time) is measured, not their wall time: waiting for the GIL
-    lengthens a step as waiting for FAL does, and would read as room for more.
-    """
+    # The steps' own CPU (thread time) is measured, not their wall time: waiting for the GIL
+    # lengthens a step as waiting for FAL does, and would read as room for more. More threads
+    # than the GIL can serve only take turns at it, and each turn costs a switch.
 
     def __init__(self, most, least=3, clock=time.monotonic):
         self.most = max(1, int(most))
@@ -39,8 +37,7 @@ class StepLimit:
             return False
 
     def finished(self, cpu_seconds):
-        """Count a step as done after using `cpu_seconds`, adjusting the limit once a window;
-        return True if a step was held back and may start now."""
+        """Count a step done after `cpu_seconds` of CPU; say whether a held-back one may start."""
         with self._lock:
             self.running -= 1
             self._window_cpu += cpu_seconds

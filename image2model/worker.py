@@ -55,7 +55,8 @@ class Dispatcher:
         self.connections = app.extensions["db.threads"]
         self.pool = get_pool(app)
         self.held = HeldSteps()
-        # Inline mode (no threads) runs every due step at once, as the tests expect.
+        # Inline mode (no threads) runs every due step at once, as the tests expect; local
+        # generators' steps (CPU work that may leave the GIL free) are not limited.
         self.limit = StepLimit(self.pool.size) if self.pool.size else None
         self._alarm = threading.Event()
         self._look_in_database = True
@@ -120,14 +121,19 @@ class Dispatcher:
             return IDLE_WAIT  # held back by the step limit: a finishing step wakes us
         return max(0.0, next_due_at - time.time())
 
-    def start_step(self, generation_id, due_at=None):
-        """Run a claimed generation's step on the pool, or hold it (claimed) until a running
-        step finishes; return whether it started."""
-        if self.limit is None or self.limit.try_start():
-            self.pool.submit(self.run_step, generation_id, due_at)
-            return True
-        self.held.add(time.time() if due_at is None else due_at, generation_id)
-        return False
+    def start_step(self, generation_id, due_at):
+        """Start a held FAL step if the step limit has room, else keep it held; say which."""
+        if self.limit is not None and not self.limit.try_start():
+            self.held.add(due_at, generation_id)
+            return False
+        try:
+            self.pool.submit(self.run_limited_step, generation_id, due_at)
+        except RuntimeError:
+            # The pool is shutting down; stop() hands the claim back.
+            if self.limit is not None:
+                self.limit.finished(0.0)
+            raise
+        return True
 
     def run_due_in_database(self):
         """Fail overdue generations and start the due unclaimed ones; return seconds to wait."""
@@ -146,8 +152,13 @@ class Dispatcher:
                     continue
                 free_submits -= 1
             chosen.append(row["id"])
+        fal_steps = {row["id"] for row in rows if row["model_type"] == "tripo3d"}
         for generation_id in claims.take(conn, self.identity, chosen, now):
-            self.start_step(generation_id)
+            if generation_id in fal_steps:
+                # FAL steps take turns under the step limit, the earliest due first.
+                self.held.add(now, generation_id)
+            else:
+                self.pool.submit(self.run_step, generation_id)
         blocked = "tripo3d" if free_submits == 0 else ""
         # Claimed work and FAL work blocked by the cap are woken by a release, not a timer;
         # every unfinished generation's deadline still counts.
@@ -183,11 +194,19 @@ class Dispatcher:
                 if cancel is not None:
                     self.pool.submit(cancel, self.app, row)
 
+    def run_limited_step(self, generation_id, due_at):
+        """Run a FAL step counted by the step limit, then let a held-back one start."""
+        cpu_started = time.thread_time()
+        try:
+            self.run_step(generation_id, due_at)
+        finally:
+            if self.limit is not None and self.limit.finished(time.thread_time() - cpu_started):
+                self._alarm.set()
+
     def run_step(self, generation_id, due_at=None):
         """Run one step of a generation; any exception ends it as failed, never silently."""
         conn = self.connections.get()
         release_fields, keep_claim = {}, False
-        cpu_started = time.thread_time()
         try:
             row = conn.execute(
                 "SELECT g.*, j.model_type, j.options, f.stored_path, f.filename, f.content_type"
@@ -205,8 +224,6 @@ class Dispatcher:
                 run.fail("PROCESSING_ERROR", "Internal processing error")
             release_fields, keep_claim = run.release_fields, run.keep_claim
         finally:
-            if self.limit is not None and self.limit.finished(time.thread_time() - cpu_started):
-                self._alarm.set()  # a step held back by the limit may start now
             if keep_claim and self.pool.alive:
                 if self.held.add(release_fields["next_run_at"], generation_id):
                     self._alarm.set()

@@ -282,18 +282,27 @@ def test_broken_files_are_rejected_by_each_check(textured_glb, tmp_path, case, c
         convert_glb(broken_path, "obj", out_file)
 
 
-def test_check_glb_accepts_a_model_and_needs_drawn_triangles(textured_glb, tmp_path):
-    check_glb(textured_glb)
-
-    def points_only(document):
+@pytest.mark.parametrize(
+    "mode, loads", [(None, True), (4, True), (5, True), (6, False), (0, False), (1, False)]
+)
+def test_check_glb_accepts_the_primitive_modes_trimesh_loads(textured_glb, tmp_path, mode, loads):
+    def with_mode(document):
         for mesh in document["meshes"]:
             for primitive in mesh["primitives"]:
-                primitive["mode"] = 0  # POINTS: nothing to print or convert
+                primitive.pop("mode", None)
+                if mode is not None:
+                    primitive["mode"] = mode  # 0 points, 1 lines, 4 lists, 5 strips, 6 fans
 
-    points_path = tmp_path / "points.glb"
-    points_path.write_bytes(glb_with_document(textured_glb.read_bytes(), points_only))
-    with pytest.raises(InvalidModelError, match="no triangles"):
-        check_glb(points_path)
+    patched_path = tmp_path / "patched.glb"
+    patched_path.write_bytes(glb_with_document(textured_glb.read_bytes(), with_mode))
+    if loads:
+        check_glb(patched_path)
+        assert verify_glb(patched_path).faces > 0
+    else:
+        with pytest.raises(InvalidModelError, match="no triangles"):
+            check_glb(patched_path)
+        with pytest.raises(InvalidModelError, match="no triangles"):
+            verify_glb(patched_path)
 
 
 @pytest.mark.parametrize("check", [verify_glb, check_glb])

@@ -1,9 +1,12 @@
 """The step limit: fewer steps at once while their CPU saturates the GIL, more while they wait."""
 
+import threading
+
 from image2model import worker
 from image2model.step_limit import WINDOW, StepLimit
 from tests import images
 from tests.conftest import with_config
+from tests.live_server import wait_until
 from tests.test_worker import generation_rows, held_step, poll_later
 
 
@@ -88,3 +91,42 @@ def test_steps_held_back_by_the_limit_keep_their_claim_and_start_as_slots_free(
     dispatcher.run_held()  # inline: each step ends before the next one is started
     assert sorted(runs) == [row["id"] for row in generation_rows(app)]
     assert dispatcher.limit.running == 0
+
+
+def finish(run):
+    """End the generation."""
+    run.transition("failed", error_code="FAL_API_ERROR", error_message="ended")
+
+
+@with_config(FAL_KEY="dummy-key-never-used", POOL_SIZE=2)
+def test_a_step_finishing_on_the_pool_starts_the_one_held_back(app, client, monkeypatch):
+    gate = threading.Event()
+
+    def finish_when_let_go(run):
+        gate.wait(10)
+        finish(run)
+
+    runs = held_step(monkeypatch, [finish_when_let_go, finish, finish])
+    dispatcher = worker.get_dispatcher(app)
+    dispatcher.limit = StepLimit(1)
+    images.uploaded(client, [(f"{n}.png", images.png()) for n in range(3)], model_type="tripo3d")
+    wait_until(lambda: len(runs) == 1 and len(dispatcher.held) == 2, 10, message="two held back")
+    assert dispatcher.limit.running == 1
+    gate.set()
+    wait_until(
+        lambda: all(row["state"] == "failed" for row in generation_rows(app)), 10, message="all end"
+    )
+    assert len(runs) == 3
+    wait_until(lambda: dispatcher.limit.running == 0, 10, message="every slot given back")
+
+
+@with_config(POOL_SIZE=2)
+def test_local_generator_steps_are_not_held_by_the_step_limit(app, client):
+    dispatcher = worker.get_dispatcher(app)
+    dispatcher.limit = StepLimit(1)
+    assert dispatcher.limit.try_start()  # the only slot is taken, and never given back
+    images.uploaded(client, [("a.png", images.png())], model_type="relief")
+    wait_until(
+        lambda: generation_rows(app)[0]["state"] == "completed", 30, message="relief completed"
+    )
+    assert dispatcher.limit.running == 1 and len(dispatcher.held) == 0

@@ -5,7 +5,6 @@ import re
 import socket
 import ssl
 import threading
-import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
@@ -147,7 +146,6 @@ class Handler(BaseHTTPRequestHandler):
             "connection": self.connection_number,
             # The scheme alone (Key, Bearer, ...): a credential is never recorded.
             "auth_scheme": (call.headers.get("Authorization") or "").partition(" ")[0] or None,
-            "at": time.monotonic(),
         }
         if stage is not None and standin.faults.take_drop(stage):
             standin.record("calls", seen)

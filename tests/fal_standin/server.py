@@ -238,8 +238,8 @@ class FalStandIn:
     @property
     def calls(self) -> list[dict]:
         """Return every routed call: method, path, stage, status (absent when dropped),
-        connection (its number: calls on one keep-alive connection share it), auth_scheme
-        (the Authorization header's scheme, or None; never the credential) and at (monotonic)."""
+        connection (its number: calls on one keep-alive connection share it) and auth_scheme
+        (the Authorization header's scheme, or None; never the credential)."""
         return self._copy("calls")
 
     def state(self, request_id: str) -> str | None:
