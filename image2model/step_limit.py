@@ -36,13 +36,15 @@ class StepLimit:
             self._held_back = self._waiting = True
             return False
 
-    def finished(self, cpu_seconds):
+    def finished(self, cpu_seconds, wall_seconds):
         """Count a step done after `cpu_seconds` of CPU; say whether a held-back one may start."""
         with self._lock:
             self.running -= 1
-            self._window_cpu += cpu_seconds
             now = self._clock()
             elapsed = now - self._window_start
+            # A step longer than a window counts one window's share of its CPU, taken as spread
+            # evenly over its run: a download that ran for seconds is not one busy window.
+            self._window_cpu += cpu_seconds * min(1.0, WINDOW / max(wall_seconds, 1e-9))
             if elapsed >= WINDOW:
                 load = self._window_cpu / elapsed
                 if load > BUSY:

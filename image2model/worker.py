@@ -131,7 +131,7 @@ class Dispatcher:
         except RuntimeError:
             # The pool is shutting down; stop() hands the claim back.
             if self.limit is not None:
-                self.limit.finished(0.0)
+                self.limit.finished(0.0, 0.0)
             raise
         return True
 
@@ -196,11 +196,12 @@ class Dispatcher:
 
     def run_limited_step(self, generation_id, due_at):
         """Run a FAL step counted by the step limit, then let a held-back one start."""
-        cpu_started = time.thread_time()
+        cpu_started, started = time.thread_time(), time.monotonic()
         try:
             self.run_step(generation_id, due_at)
         finally:
-            if self.limit is not None and self.limit.finished(time.thread_time() - cpu_started):
+            cpu, wall = time.thread_time() - cpu_started, time.monotonic() - started
+            if self.limit is not None and self.limit.finished(cpu, wall):
                 self._alarm.set()
 
     def run_step(self, generation_id, due_at=None):

@@ -21,13 +21,14 @@ class FakeClock:
 
 
 def run_window(limit, clock, steps, cpu_share):
-    """Start and finish `steps` steps over one window whose CPU is `cpu_share` of its length."""
+    """Run `steps` steps inside one window whose CPU is `cpu_share` of its length."""
+    start = clock.now
     for _ in range(steps):
         assert limit.try_start()
     for finishing in range(steps):
-        if finishing == steps - 1:
-            clock.now += 2 * WINDOW  # the last step closes the window
-        limit.finished(2 * WINDOW * cpu_share / steps)
+        # The last step closes the window; the others end inside it.
+        clock.now = start + (2 * WINDOW if finishing == steps - 1 else WINDOW / 2)
+        limit.finished(2 * WINDOW * cpu_share / steps, clock.now - start)
 
 
 def test_the_limit_starts_at_the_pool_size_and_never_halves_below_three():
@@ -43,9 +44,9 @@ def test_the_limit_starts_at_the_pool_size_and_never_halves_below_three():
 def test_steps_start_up_to_the_limit_and_a_freed_slot_is_announced_once():
     limit = StepLimit(3, clock=FakeClock())
     assert [limit.try_start() for _ in range(4)] == [True, True, True, False]
-    assert limit.finished(0.0) is True  # the step held back may start now
+    assert limit.finished(0.0, 0.01) is True  # the step held back may start now
     assert limit.try_start() is True
-    assert limit.finished(0.0) is False  # nothing is waiting any more
+    assert limit.finished(0.0, 0.01) is False  # nothing is waiting any more
 
 
 def test_a_saturated_gil_halves_the_limit_down_to_the_least():
@@ -70,9 +71,18 @@ def test_the_limit_grows_back_only_while_steps_wait_and_the_gil_has_room():
         assert limit.try_start()
     assert not limit.try_start()  # held back
     clock.now += 2 * WINDOW
-    limit.finished(0.001)
-    limit.finished(0.001)
+    limit.finished(0.001, 2 * WINDOW)
+    limit.finished(0.001, 2 * WINDOW)
     assert limit.limit == 3
+
+
+def test_a_long_step_that_mostly_waited_does_not_read_as_a_busy_window():
+    clock = FakeClock()
+    limit = StepLimit(8, clock=clock)
+    assert limit.try_start()
+    clock.now += 2 * WINDOW
+    limit.finished(0.09, 10.0)  # 90 ms of CPU over a 10 s download: 0.45 ms per window
+    assert limit.limit == 8
 
 
 @with_config(FAL_KEY="dummy-key-never-used")
@@ -87,7 +97,7 @@ def test_steps_held_back_by_the_limit_keep_their_claim_and_start_as_slots_free(
     dispatcher.run_due()
     assert runs == [] and len(dispatcher.held) == 3
     assert {row["claimed_by"] for row in generation_rows(app)} == {dispatcher.identity}
-    assert dispatcher.limit.finished(0.0) is True
+    assert dispatcher.limit.finished(0.0, 0.01) is True
     dispatcher.run_held()  # inline: each step ends before the next one is started
     assert sorted(runs) == [row["id"] for row in generation_rows(app)]
     assert dispatcher.limit.running == 0
