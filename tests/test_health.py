@@ -3,7 +3,7 @@
 import pytest
 
 from image2model import db, health
-from tests.conftest import USER_KEY, bearer
+from tests.conftest import USER_KEY, bearer, with_config
 
 
 def test_basic(client):
@@ -29,6 +29,7 @@ def test_detailed_has_real_system_figures_and_components(client):
     assert components["database"]["response_time_ms"] >= 0
     assert components["worker_pool"]["alive"] is True
     assert components["worker_pool"]["queue_depth"] == 0
+    assert components["worker_pool"]["fal_step_limit"] is None  # inline: no threads to limit
     assert components["disk_space"]["free_mb"] > 0
     assert components["fal"] == {
         **components["fal"],
@@ -36,6 +37,13 @@ def test_detailed_has_real_system_figures_and_components(client):
         "key_configured": False,
     }
     assert body["uptime_seconds"] >= 0
+
+
+@with_config(POOL_SIZE=2)
+def test_detailed_shows_the_fal_step_limit_and_the_steps_under_it(client):
+    body = client.get("/api/v1/health/detailed").get_json()
+    pool = next(c for c in body["components"] if c["name"] == "worker_pool")
+    assert (pool["fal_step_limit"], pool["fal_steps_running"], pool["fal_steps_held"]) == (2, 0, 0)
 
 
 def test_fal_component_reports_configured_key_without_revealing_it(app_config):
