@@ -115,10 +115,9 @@ class Dispatcher:
             if not self.start_step(due[1], due[0]):
                 break
         next_due_at = self.held.next_due_at()
-        if next_due_at is None:
+        # A step due already was held back by the step limit: a finishing step wakes us.
+        if next_due_at is None or next_due_at <= now:
             return IDLE_WAIT
-        if next_due_at <= now:
-            return IDLE_WAIT  # held back by the step limit: a finishing step wakes us
         return max(0.0, next_due_at - time.time())
 
     def start_step(self, generation_id, due_at):
@@ -145,14 +144,15 @@ class Dispatcher:
         in_flight = conn.execute(IN_FLIGHT_COUNT, (*jobs.IN_FLIGHT, now)).fetchone()[0]
         free_submits = max(0, int(self.app.config["MAX_FAL_IN_FLIGHT"]) - in_flight)
         rows = conn.execute(DUE_UNCLAIMED, (*jobs.UNFINISHED, now, now)).fetchall()
-        chosen = []
+        chosen, fal_steps = [], set()
         for row in rows:
-            if row["state"] == "queued" and row["model_type"] == "tripo3d":
-                if free_submits == 0:
-                    continue
-                free_submits -= 1
+            if row["model_type"] == "tripo3d":
+                if row["state"] == "queued":
+                    if free_submits == 0:
+                        continue
+                    free_submits -= 1
+                fal_steps.add(row["id"])
             chosen.append(row["id"])
-        fal_steps = {row["id"] for row in rows if row["model_type"] == "tripo3d"}
         for generation_id in claims.take(conn, self.identity, chosen, now):
             if generation_id in fal_steps:
                 # FAL steps take turns under the step limit, the earliest due first.

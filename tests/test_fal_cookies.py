@@ -14,11 +14,15 @@ from tests.conftest import with_config
 
 
 def cookie_setting_transport(seen_cookie_headers):
-    """Return a transport that sets a cookie on every answer and records the Cookie sent."""
+    """Return a transport that sets a cookie on every answer and records the Cookie sent;
+    /moved redirects to /b."""
 
     def answer(request):
         seen_cookie_headers.append(request.headers.get("Cookie"))
-        return httpx.Response(200, headers={"Set-Cookie": "session=abc; Path=/"}, json={})
+        headers = {"Set-Cookie": "session=abc; Path=/"}
+        if request.url.path == "/moved":
+            return httpx.Response(302, headers={**headers, "Location": "/b"})
+        return httpx.Response(200, headers=headers, json={})
 
     return httpx.MockTransport(answer)
 
@@ -35,6 +39,14 @@ def test_a_cookieless_client_stores_and_sends_no_cookie():
         plain.get("https://queue.example/a")
         plain.get("https://queue.example/b")
     assert seen == [None, "session=abc"]  # what a plain client would have sent back
+
+
+def test_a_cookieless_client_sends_no_cookie_across_a_redirect():
+    seen = []
+    transport = cookie_setting_transport(seen)
+    with CookielessClient(transport=transport, follow_redirects=True) as client:
+        assert client.get("https://files.example/moved").status_code == 200
+    assert seen == [None, None]
 
 
 @with_config(FAL_KEY="test-key")
