@@ -8,7 +8,7 @@ from image2model import claims, events, jobs
 from image2model.held import HeldSteps
 from image2model.pool import get_pool
 from image2model.runs import GenerationRun
-from image2model.step_limit import StepLimit
+from image2model.step_limit import WINDOW, StepLimit, cpu_reader
 
 logger = logging.getLogger(__name__)
 
@@ -115,22 +115,27 @@ class Dispatcher:
             if not self.start_step(due[1], due[0]):
                 break
         next_due_at = self.held.next_due_at()
-        # A step due already was held back by the step limit: a finishing step wakes us.
-        if next_due_at is None or next_due_at <= now:
+        if next_due_at is None:
             return IDLE_WAIT
+        if next_due_at <= now:
+            # Held back by the step limit: a finishing step wakes us, and so does the next
+            # window, in which steps that only wait on FAL let the limit grow.
+            return WINDOW
         return max(0.0, next_due_at - time.time())
 
     def start_step(self, generation_id, due_at):
         """Start a held FAL step if the step limit has room, else keep it held; say which."""
-        if self.limit is not None and not self.limit.try_start():
+        if self.limit is None:  # inline mode
+            self.pool.submit(self.run_step, generation_id, due_at)
+            return True
+        if not self.limit.try_start():
             self.held.add(due_at, generation_id)
             return False
         try:
             self.pool.submit(self.run_limited_step, generation_id, due_at)
         except RuntimeError:
             # The pool is shutting down; stop() hands the claim back.
-            if self.limit is not None:
-                self.limit.finished(0.0, 0.0)
+            self.limit.finished(None)
             raise
         return True
 
@@ -196,12 +201,12 @@ class Dispatcher:
 
     def run_limited_step(self, generation_id, due_at):
         """Run a FAL step counted by the step limit, then let a held-back one start."""
-        cpu_started, started = time.thread_time(), time.monotonic()
+        reader, cpu_started = cpu_reader(), time.thread_time()
+        self.limit.begin(reader)
         try:
             self.run_step(generation_id, due_at)
         finally:
-            cpu, wall = time.thread_time() - cpu_started, time.monotonic() - started
-            if self.limit is not None and self.limit.finished(cpu, wall):
+            if self.limit.finished(reader, time.thread_time() - cpu_started):
                 self._alarm.set()
 
     def run_step(self, generation_id, due_at=None):
