@@ -21,6 +21,7 @@ class GenerationRun:
         self.options = json.loads(row["options"])
         self.release_fields = {}
         self.keep_claim = False
+        self.ended = False  # this step moved it to a terminal state, which released the claim
         self.began = time.time()
         self.due_at = row["next_run_at"] if due_at is None else due_at
 
@@ -51,6 +52,7 @@ class GenerationRun:
         changed = jobs.transition(
             self.conn, self.id, state, progress, log_lines, **fields, **bookkeeping
         )
+        self.ended = self.ended or (changed and state in jobs.TERMINAL)
         if changed and state != row["state"]:
             logger.info(
                 "Generation %s of %s: %s -> %s", self.id, row["job_id"], row["state"], state

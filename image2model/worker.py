@@ -61,6 +61,7 @@ class Dispatcher:
         self._alarm = threading.Event()
         self._look_in_database = True
         self._database_due_at = 0.0
+        self._cap_reached = False  # at the last look: queued FAL work waits for a release
         self._thread = None
         self._renewed_at = 0.0
 
@@ -164,7 +165,8 @@ class Dispatcher:
                 self.held.add(now, generation_id)
             else:
                 self.pool.submit(self.run_step, generation_id)
-        blocked = "tripo3d" if free_submits == 0 else ""
+        self._cap_reached = free_submits == 0
+        blocked = "tripo3d" if self._cap_reached else ""
         # Claimed work and FAL work blocked by the cap are woken by a release, not a timer;
         # every unfinished generation's deadline still counts.
         upcoming = conn.execute(NEXT_DUE, (blocked, *jobs.UNFINISHED)).fetchone()[0]
@@ -212,7 +214,7 @@ class Dispatcher:
     def run_step(self, generation_id, due_at=None):
         """Run one step of a generation; any exception ends it as failed, never silently."""
         conn = self.connections.get()
-        release_fields, keep_claim = {}, False
+        release_fields, keep_claim, ended = {}, False, False
         try:
             row = conn.execute(
                 "SELECT g.*, j.model_type, j.options, f.stored_path, f.filename, f.content_type"
@@ -228,9 +230,14 @@ class Dispatcher:
             except Exception:
                 logger.exception("Generation %s failed unexpectedly", generation_id)
                 run.fail("PROCESSING_ERROR", "Internal processing error")
-            release_fields, keep_claim = run.release_fields, run.keep_claim
+            release_fields, keep_claim, ended = run.release_fields, run.keep_claim, run.ended
         finally:
-            if keep_claim and self.pool.alive:
+            if ended:
+                # The terminal transition released the claim; an ending frees nothing else
+                # than a place under MAX_FAL_IN_FLIGHT.
+                if self._cap_reached:
+                    self.wake()
+            elif keep_claim and self.pool.alive:
                 if self.held.add(release_fields["next_run_at"], generation_id):
                     self._alarm.set()
             else:

@@ -214,6 +214,30 @@ def poll_later(run):
     run.poll_again(3600)
 
 
+def end_as_failed(run):
+    """End the generation."""
+    run.transition("failed", error_code="FAL_API_ERROR", error_message="ended")
+
+
+def test_an_ending_step_wakes_the_dispatcher_only_when_queued_fal_work_waits_for_the_cap(
+    app, client, monkeypatch
+):
+    runs = held_step(monkeypatch, [end_as_failed] * 4)
+    dispatcher = worker.get_dispatcher(app)
+    wakes = []
+    monkeypatch.setattr(dispatcher, "wake", lambda: wakes.append(True))
+    images.uploaded(client, [("a.png", images.png())], model_type="tripo3d")
+    wakes.clear()
+    dispatcher.run_due()  # one request of the two allowed in flight
+    assert len(runs) == 1 and wakes == []
+    images.uploaded(client, [(f"{n}.png", images.png()) for n in range(3)], model_type="tripo3d")
+    wakes.clear()
+    dispatcher.run_due()  # two claimed, the cap reached: each ending lets the third start
+    assert len(runs) == 3 and len(wakes) == 2
+    states = [(row["state"], row["claimed_by"]) for row in generation_rows(app)]
+    assert states == [("failed", None)] * 3 + [("queued", None)]
+
+
 def test_a_poll_that_changes_nothing_keeps_its_claim_until_the_generation_ends(
     app, client, monkeypatch
 ):
