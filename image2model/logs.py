@@ -67,6 +67,17 @@ class JsonLinesFormatter(logging.Formatter):
 class LogFileHandler(logging.handlers.RotatingFileHandler):
     """A size-rotated file that reopens its path if the file was moved away under it."""
 
+    _formatted = (None, "")  # the last record and its line
+
+    def format(self, record):
+        # The rotation check formats a record to measure it, then writing it formats it again
+        # (JSON and redaction, most of a record's cost); both run under the handler's lock.
+        last, line = self._formatted
+        if last is not record:
+            line = super().format(record)
+            self._formatted = (record, line)
+        return line
+
     def emit(self, record):
         if self._closed:
             return  # a thread still holding a replaced handler must not reopen the file
@@ -130,8 +141,9 @@ class LogFiles:
         """Return the live file of a log type."""
         return os.path.join(self.directory, f"{log_type}.log")
 
-    def _handler(self, log_type, level=logging.NOTSET):
-        """Return a new JSON-lines file handler of a log type, redacting."""
+    def _handler(self, log_type, level=logging.NOTSET, excluded=()):
+        """Return a new JSON-lines file handler of a log type, redacting, without the records
+        of the `excluded` loggers."""
         handler = LogFileHandler(
             self.path(log_type),
             maxBytes=self.max_bytes,
@@ -139,6 +151,9 @@ class LogFiles:
             encoding="utf-8",
         )
         handler.setLevel(level)
+        if excluded:
+            # First: a record the handler does not write is not worth redacting.
+            handler.addFilter(NameFilter(excluded))
         handler.addFilter(RedactingFilter(self.redactor))
         handler.setFormatter(JsonLinesFormatter(self.redactor))
         self.handlers[log_type] = handler
@@ -156,8 +171,7 @@ class LogFiles:
         for name in WORKER_LOGGERS:
             self._attach(name, worker)
             self._attach(name, worker_errors)
-        application = self._handler("application")
-        application.addFilter(NameFilter((ACCESS_LOGGER, *WORKER_LOGGERS)))
+        application = self._handler("application", excluded=(ACCESS_LOGGER, *WORKER_LOGGERS))
         self._attach(None, application)
         console = StderrHandler(logging.WARNING)
         console.addFilter(RedactingFilter(self.redactor))

@@ -309,3 +309,24 @@ def test_replaced_handlers_are_closed_and_never_reopen(app, app_config, tmp_path
         assert file_handlers[0].stream is None
     finally:
         worker.shutdown(other)
+
+
+def test_a_worker_record_is_formatted_and_redacted_once(app, monkeypatch):
+    formatted, redacted = [], []
+    format_line, redact = logs.JsonLinesFormatter.format, log_redaction.Redactor.redact
+
+    def counted_format(formatter, record):
+        formatted.append(record)
+        return format_line(formatter, record)
+
+    def counted_redact(redactor, text):
+        redacted.append(text)
+        return redact(redactor, text)
+
+    monkeypatch.setattr(logs.JsonLinesFormatter, "format", counted_format)
+    monkeypatch.setattr(log_redaction.Redactor, "redact", counted_redact)
+    logging.getLogger("image2model.runs").info("Generation 1 of job_x: queued -> submitted")
+    # Once to measure it for rotation and write it; the application log passes it unredacted.
+    assert len(formatted) == 1
+    assert len(redacted) == 2  # the message, then the JSON line
+    assert "queued -> submitted" in read_log(app, "worker.log")[-1]["message"]
