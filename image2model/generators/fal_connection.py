@@ -1,11 +1,14 @@
-"""fal-client as this server uses it: one client per app, one CDN connection pool, no resubmit.
+"""fal-client as this server uses it: one client per app, one TLS context, one CDN connection
+pool, no resubmit.
 
 fal-client is pinned (setup.cfg): the few places below that reach past its public API are
 kept here, and the FAL stand-in tests exercise each of them.
 """
 
+import ssl
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from functools import cached_property
 
 import fal_client
@@ -44,12 +47,12 @@ class CookielessClient(httpx.Client):
 class BackupDomains(fal_client.client.BackupDomainTransport):
     """fal-client's fallback to FAL's backup domains, through a client that keeps no cookies."""
 
-    def __init__(self):
+    def __init__(self, tls):
         super().__init__()
         # fal-client sends through a client of its own, so proxies apply per domain; the same
         # client without a cookie jar.
         self._client.close()
-        self._client = CookielessClient(follow_redirects=False)
+        self._client = CookielessClient(follow_redirects=False, verify=tls)
 
 
 class SubmitOnceTransport(httpx.BaseTransport):
@@ -88,8 +91,9 @@ class SubmitOnceTransport(httpx.BaseTransport):
 class CdnClients:
     """One CDN client per upload token, so uploads reuse TLS connections and trust settings."""
 
-    def __init__(self, timeout):
+    def __init__(self, timeout, tls):
         self.timeout = timeout
+        self.tls = tls
         self._lock = threading.Lock()
         self._token = None
         self._client = None
@@ -109,31 +113,62 @@ class CdnClients:
                         "User-Agent": fal_client.client.USER_AGENT,
                     },
                     timeout=self.timeout,
+                    verify=self.tls,
                 )
                 self._token = token.token
             return self._client
 
 
+class TokenManager(fal_client.client.CDNTokenManager):
+    """fal-client's CDN token manager, asking for each token through one kept client."""
+
+    def __init__(self, auth, client):
+        super().__init__(auth)
+        self._client = client
+
+    def _refresh_token(self):
+        # fal-client opens a new client for every token: a TLS context built from the whole CA
+        # bundle (tens of milliseconds) and a handshake, on the way of the first upload.
+        response = self._client.post(self._url, headers=self._headers, json={})
+        response.raise_for_status()
+        data = response.json()
+        return fal_client.client.CDNToken(
+            token=data["token"],
+            token_type=data["token_type"],
+            base_upload_url=data["base_url"],
+            expires_at=datetime.fromisoformat(data["expires_at"]),
+        )
+
+
 @dataclass(frozen=True)
 class FalClient(fal_client.SyncClient):
-    """fal-client's SyncClient, keeping its CDN client and never resending a submit."""
+    """fal-client's SyncClient with one TLS context for all its clients, keeping its CDN and
+    token clients, never resending a submit."""
+
+    # Trust as httpx reads it (SSL_CERT_FILE, SSL_CERT_DIR, else certifi), read once.
+    tls: ssl.SSLContext = field(default_factory=httpx.create_ssl_context, repr=False, compare=False)
 
     @cached_property
     def _client(self):
         # As fal-client builds it, with the submit guard around its transport, without cookies.
         return CookielessClient(
-            transport=SubmitOnceTransport(BackupDomains()),
+            transport=SubmitOnceTransport(BackupDomains(self.tls)),
             headers={
                 "Authorization": self._auth.header_value,
                 "User-Agent": fal_client.client.USER_AGENT,
             },
             timeout=self.default_timeout,
             follow_redirects=True,
+            verify=self.tls,
         )
 
     @cached_property
+    def _token_manager(self):
+        return TokenManager(self._auth, CookielessClient(verify=self.tls))
+
+    @cached_property
     def _cdn_clients(self):
-        return CdnClients(self.default_timeout)
+        return CdnClients(self.default_timeout, self.tls)
 
     def _get_cdn_client(self):
         # fal-client makes a new client (SSL context, connection) for every upload.
@@ -143,7 +178,9 @@ class FalClient(fal_client.SyncClient):
 def init_app(app):
     """Build the FAL clients now, after fork: no first request pays for their TLS set-up."""
     if app.config["FAL_KEY"]:
-        client_for(app)._client  # noqa: B018 - the cached property builds the queue client
+        client = client_for(app)
+        client._client  # noqa: B018 - the cached properties build the queue and token clients
+        client._token_manager  # noqa: B018
         download_client(app)
 
 
@@ -165,7 +202,11 @@ def download_client(app):
     client = app.extensions.get("image2model.fal_files")
     if client is None:
         # Built once: the environment (proxies, SSL_CERT_FILE) is read here, not per download.
-        client = CookielessClient(follow_redirects=True, timeout=httpx.Timeout(120.0, connect=10.0))
+        client = CookielessClient(
+            follow_redirects=True,
+            timeout=httpx.Timeout(120.0, connect=10.0),
+            verify=client_for(app).tls,
+        )
         app.extensions["image2model.fal_files"] = client
     return client
 
