@@ -67,11 +67,11 @@ class JsonLinesFormatter(logging.Formatter):
 class LogFileHandler(logging.handlers.RotatingFileHandler):
     """A size-rotated file that reopens its path if the file was moved away under it."""
 
-    _formatted = (None, "")  # the last record and its line
+    _formatted = (None, "")  # the record being written and its line
 
     def format(self, record):
         # The rotation check formats a record to measure it, then writing it formats it again
-        # (JSON and redaction, most of a record's cost); both run under the handler's lock.
+        # (JSON and redaction, most of a record's cost); both run in emit, under the lock.
         last, line = self._formatted
         if last is not record:
             line = super().format(record)
@@ -84,7 +84,10 @@ class LogFileHandler(logging.handlers.RotatingFileHandler):
         if not self.writes_to_its_path():
             self.stream.close()
             self.stream = None
-        super().emit(record)
+        try:
+            super().emit(record)
+        finally:
+            self._formatted = (None, "")  # a record's traceback is not kept alive here
 
     def writes_to_its_path(self):
         """Tell whether the open file (if any) is still the one at the handler's path."""

@@ -10,9 +10,10 @@ IDLE = 0.5  # below it, with work held back, there is room for one more step
 
 def cpu_reader():
     """Return a function that reads the calling thread's CPU time from any thread, or None."""
-    if not hasattr(time, "pthread_getcpuclockid"):
+    try:
+        clock_id = time.pthread_getcpuclockid(threading.get_ident())
+    except (AttributeError, OSError):
         return None  # no per-thread clocks here: a step's CPU is counted when it ends
-    clock_id = time.pthread_getcpuclockid(threading.get_ident())
     return lambda: time.clock_gettime(clock_id)
 
 
@@ -56,15 +57,19 @@ class StepLimit:
             with self._lock:
                 self._readers[reader] = reader()
 
-    def finished(self, reader, cpu_seconds=0.0):
+    def finished(self, reader, cpu_seconds=0.0, wall_seconds=0.0):
         """Count a step done; say whether a held-back one may start.
 
-        `cpu_seconds` is the step's CPU where no reader could follow it while it ran.
+        `cpu_seconds` over `wall_seconds` is the step's CPU where no reader followed it.
         """
         with self._lock:
             self.running -= 1
             if reader in self._readers:
                 cpu_seconds = reader() - self._readers.pop(reader)
+            else:
+                # Taken as spread evenly over the step: a download that ran for seconds is not
+                # one busy window.
+                cpu_seconds *= min(1.0, WINDOW / max(wall_seconds, WINDOW))
             self._window_cpu += cpu_seconds
             self._adjust()
             if self._waiting and self.running < self.limit:

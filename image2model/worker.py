@@ -144,6 +144,9 @@ class Dispatcher:
         """Fail overdue generations and start the due unclaimed ones; return seconds to wait."""
         conn = self.connections.get()
         now = time.time()
+        # Until this pass knows, a step that ends during it wakes the dispatcher: it may free the
+        # place under the cap that this pass is about to find taken.
+        self._cap_reached = True
         self.renew_leases(conn, now)
         self.expire_overdue(conn, now)
         # A queued generation being submitted right now (claimed) counts as in flight too.
@@ -203,12 +206,14 @@ class Dispatcher:
 
     def run_limited_step(self, generation_id, due_at):
         """Run a FAL step counted by the step limit, then let a held-back one start."""
-        reader, cpu_started = cpu_reader(), time.thread_time()
-        self.limit.begin(reader)
+        reader, cpu_started, started = None, time.thread_time(), time.monotonic()
         try:
+            reader = cpu_reader()
+            self.limit.begin(reader)
             self.run_step(generation_id, due_at)
         finally:
-            if self.limit.finished(reader, time.thread_time() - cpu_started):
+            cpu, wall = time.thread_time() - cpu_started, time.monotonic() - started
+            if self.limit.finished(reader, cpu, wall):
                 self._alarm.set()
 
     def run_step(self, generation_id, due_at=None):

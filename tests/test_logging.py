@@ -1,9 +1,12 @@
 """The logging set-up: JSON-lines files per type, routing of loggers, the access log, redaction of
 secrets, size rotation, and handlers that never stack across apps."""
 
+import gc
 import json
 import logging
 import os
+import sys
+import weakref
 
 import pytest
 from flask import Blueprint
@@ -330,3 +333,21 @@ def test_a_worker_record_is_formatted_and_redacted_once(app, monkeypatch):
     assert len(formatted) == 1
     assert len(redacted) == 2  # the message, then the JSON line
     assert "queued -> submitted" in read_log(app, "worker.log")[-1]["message"]
+
+
+def test_a_written_record_is_not_kept_alive_by_its_handler(tmp_path):
+    handler = logs.LogFileHandler(str(tmp_path / "worker.log"), maxBytes=4096, backupCount=1)
+    handler.setFormatter(logs.JsonLinesFormatter(log_redaction.Redactor([])))
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        record = logging.getLogger("image2model.runs").makeRecord(
+            "image2model.runs", logging.ERROR, __file__, 1, "failed", (), sys.exc_info()
+        )
+    handler.handle(record)
+    handler.close()
+    written = weakref.ref(record)
+    del record
+    gc.collect()
+    assert written() is None  # nor its traceback's frames
+    assert json.loads((tmp_path / "worker.log").read_text())["message"] == "failed"

@@ -141,6 +141,19 @@ def test_running_steps_that_load_the_gil_halve_the_limit_before_any_ends():
     assert limit.limit == 5
 
 
+def test_without_thread_clocks_a_long_step_counts_its_cpu_spread_over_its_run():
+    clock = FakeClock()
+    limit = StepLimit(8, clock=clock)
+    grow(limit, clock, 8)
+    assert limit.try_start()
+    limit.begin(None)
+    clock.tick()
+    limit.finished(None, 0.09, 10.0)  # 90 ms of CPU over a 10 s download
+    assert limit.limit == 8
+    run_window(limit, clock, 8, cpu_share=0.95)  # short busy steps still halve it
+    assert limit.limit == 4
+
+
 def test_a_long_step_that_mostly_waited_does_not_read_as_a_busy_window():
     clock = FakeClock()
     limit = StepLimit(8, clock=clock)

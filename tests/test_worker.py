@@ -238,6 +238,27 @@ def test_an_ending_step_wakes_the_dispatcher_only_when_queued_fal_work_waits_for
     assert states == [("failed", None)] * 3 + [("queued", None)]
 
 
+def test_a_step_ending_during_a_dispatcher_pass_wakes_it(app, client, monkeypatch):
+    runs = held_step(monkeypatch, [poll_later, end_as_failed, poll_later])
+    dispatcher = worker.get_dispatcher(app)
+    images.uploaded(client, [("a.png", images.png())], model_type="tripo3d")
+    dispatcher.run_due()  # the first request is in flight, polled later
+    first = generation_rows(app)[0]["id"]
+    images.uploaded(client, [(f"{n}.png", images.png()) for n in range(2)], model_type="tripo3d")
+    take = claims.take
+
+    def take_after_the_first_ends(conn, owner, generation_ids, now):
+        # A pool thread ends the first request after this pass counted it in flight.
+        dispatcher.run_step(first)
+        return take(conn, owner, generation_ids, now)
+
+    monkeypatch.setattr(claims, "take", take_after_the_first_ends)
+    wakes = []
+    monkeypatch.setattr(dispatcher, "wake", lambda: wakes.append(True))
+    dispatcher.run_due_in_database()  # takes the second; the cap (two) looks reached
+    assert len(runs) == 2 and wakes == [True]  # the next pass finds the third a place
+
+
 def test_a_poll_that_changes_nothing_keeps_its_claim_until_the_generation_ends(
     app, client, monkeypatch
 ):

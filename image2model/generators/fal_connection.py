@@ -48,10 +48,9 @@ class BackupDomains(fal_client.client.BackupDomainTransport):
     """fal-client's fallback to FAL's backup domains, through a client that keeps no cookies."""
 
     def __init__(self, tls):
-        super().__init__()
-        # fal-client sends through a client of its own, so proxies apply per domain; the same
-        # client without a cookie jar.
-        self._client.close()
+        # fal-client's __init__ only builds this client, so it is not called: it would build a
+        # TLS context of its own. fal-client sends through a client of its own, so proxies
+        # apply per domain; the same client without a cookie jar, on the app's TLS context.
         self._client = CookielessClient(follow_redirects=False, verify=tls)
 
 
