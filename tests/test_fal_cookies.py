@@ -1,4 +1,5 @@
-"""FAL's clients keep no cookies: nothing FAL sets is stored or sent back."""
+"""FAL's clients keep no cookies (nothing FAL sets is stored or sent back) and share one TLS
+context per app."""
 
 from types import SimpleNamespace
 
@@ -61,3 +62,25 @@ def test_every_client_of_fal_traffic_is_cookieless(app):
     cdn = cdn.for_token(SimpleNamespace(token="t", token_type="Bearer"))
     assert isinstance(cdn, CookielessClient)
     cdn.close()
+
+
+def tls_context_of(client):
+    """Return the TLS context an httpx client's own connections use (httpcore's pool)."""
+    return client._transport._pool._ssl_context
+
+
+@with_config(FAL_KEY="test-key")
+def test_every_client_of_fal_traffic_shares_the_apps_one_tls_context(app, monkeypatch):
+    built = []
+    create = httpx.create_ssl_context
+    monkeypatch.setattr(httpx, "create_ssl_context", lambda: built.append(1) or create())
+    fal = client_for(app)  # built at start: no new context from here on
+    cdn = fal._cdn_clients.for_token(SimpleNamespace(token="t", token_type="Bearer"))
+    clients = [
+        fal._client._transport._inner._client,  # the backup-domain client sends queue calls
+        fal._token_manager._client,
+        cdn,
+        download_client(app),
+    ]
+    assert {id(tls_context_of(client)) for client in clients} == {id(fal.tls)}
+    assert built == []
