@@ -3,6 +3,7 @@ key names and never a secret, and answers the operations endpoints about them.""
 
 import json
 import os
+import time
 
 import pytest
 import requests
@@ -80,3 +81,36 @@ def test_real_requests_land_in_the_logs_without_secrets(server):
                 texts.append(handle.read())
     for secret in (USER_KEY, OTHER_KEY, ADMIN_KEY, FAL_KEY, *FAL_KEY.split(":"), STRANGER):
         assert not any(secret in text for text in texts), secret
+
+
+def test_log_export_runs_in_the_background_of_the_real_server(server):
+    user, admin = Client(server, USER_KEY), Client(server, ADMIN_KEY)
+    assert user.get("/api/v1/models/available").status_code == 200
+    wait_until(
+        lambda: any(
+            e["route"] == "/api/v1/models/available" for e in read_log(server, "access.log")
+        ),
+        10,
+        message="the request in the access log",
+    )
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    query = f"start_date={today}&end_date={today}&log_types=access&format=json"
+    started = requests.post(
+        server.url(f"/api/v1/logs/export?{query}"), headers=admin.headers, timeout=10
+    )
+    assert started.status_code == 202, started.text
+    status_url = started.json()["status_url"]
+
+    def finished():
+        status = admin.get(status_url).json()
+        return status if status["status"] in ("completed", "failed") else None
+
+    assert wait_until(finished, 20, message="the export to finish")["status"] == "completed"
+    download = admin.get(started.json()["download_url"])
+    assert download.status_code == 200
+    assert any(e["route"] == "/api/v1/models/available" for e in download.json()["entries"])
+    # The finished export no longer holds the one-at-a-time lock.
+    again = requests.post(
+        server.url(f"/api/v1/logs/export?{query}"), headers=admin.headers, timeout=10
+    )
+    assert again.status_code == 202, again.text

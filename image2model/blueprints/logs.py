@@ -60,7 +60,9 @@ def export():
     fmt = params.choice(
         request.args.get("format"), "format", tuple(logs_export.FORMATS), default="json"
     )
-    return logs_export.start_export(current_app, start, end, log_types, fmt), 202
+    # The export runs on a pool thread, outside this request: it needs the app, not the proxy.
+    app = current_app._get_current_object()
+    return logs_export.start_export(app, start, end, log_types, fmt), 202
 
 
 @bp.get("/export/<export_id>")
