@@ -1,6 +1,7 @@
 """Rate limits with flask-limiter, keyed by API key owner (client address when there is none)."""
 
-from flask_limiter import Limiter
+from flask import current_app
+from flask_limiter import Limit, Limiter
 from flask_limiter.util import get_remote_address
 
 from image2model.auth import resolve_principal
@@ -14,9 +15,32 @@ def rate_limit_key():
     return "ip:" + (get_remote_address() or "unknown")
 
 
+def configured_limits():
+    """Return the limit string every rate-limited request counts against (RATELIMIT_DEFAULT)."""
+    return current_app.config["RATELIMIT_DEFAULT"]
+
+
+def drop_needless_retry_after(response):
+    """Remove Retry-After from responses that are not refusals (flask-limiter adds it to all)."""
+    if response.status_code not in (429, 503):
+        response.headers.pop("Retry-After", None)
+    return response
+
+
 def init_app(app):
-    """Attach a limiter whose defaults come from RATELIMIT_DEFAULT."""
-    limiter = Limiter(key_func=rate_limit_key, headers_enabled=True)
+    """Attach a limiter: one RATELIMIT_DEFAULT budget per key, shared by every route."""
+    # flask-limiter keeps a bucket per route for its default limits, so a key could make
+    # RATELIMIT_DEFAULT requests on each route; a shared scope makes it one budget per key.
+    per_key = Limit(
+        limit_provider=configured_limits,
+        key_function=rate_limit_key,
+        scope="api",
+        shared=True,
+        finalized=False,
+    )
+    # Registered first so that it runs after the limiter's own header hook.
+    app.after_request(drop_needless_retry_after)
+    limiter = Limiter(key_func=rate_limit_key, headers_enabled=True, default_limits=[per_key])
     limiter.init_app(app)
     app.extensions["image2model.limiter"] = limiter
 

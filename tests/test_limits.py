@@ -19,6 +19,7 @@ def test_headers_on_allowed_responses(client):
     assert response.headers["X-RateLimit-Limit"] == "3"
     assert response.headers["X-RateLimit-Remaining"] == "2"
     assert int(response.headers["X-RateLimit-Reset"]) > 0
+    assert "Retry-After" not in response.headers  # only refusals say when to come back
 
 
 def test_limit_exceeded_is_429_in_envelope_with_retry_after(client):
@@ -66,3 +67,12 @@ def test_health_is_exempt(client):
         response = client.get("/api/v1/health/liveness")
         assert response.status_code == 200
         assert "X-RateLimit-Limit" not in response.headers
+
+
+def test_one_budget_per_key_across_routes(client):
+    routes = [ENDPOINT, "/api/v1/upload/status/file_x", "/api/v1/models/job/job_x"]
+    statuses = [client.get(route, headers=bearer(USER_KEY)).status_code for route in routes]
+    assert statuses == [200, 404, 404]
+    limited = client.get("/api/v1/status/tasks/task_x/status", headers=bearer(USER_KEY))
+    assert limited.status_code == 429
+    assert limited.get_json()["detail"]["code"] == "RATE_LIMIT_EXCEEDED"
