@@ -226,7 +226,7 @@ def latest_generation(conn, file_id):
 
 
 def batch_files(conn, batch_id, principal):
-    """Return a batch's rows `(batch, generations of its upload job)` or None if not visible."""
+    """Return `(batch, generations of its upload job)`, or None if hidden or its job deleted."""
     batch = conn.execute("SELECT * FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
     if not visible_to(batch, principal):
         return None
@@ -235,4 +235,6 @@ def batch_files(conn, batch_id, principal):
         " ORDER BY created_at LIMIT 1",
         (batch_id,),
     ).fetchone()
-    return batch, (jobs.generations_of(conn, job["job_id"]) if job else [])
+    if job is None:
+        return None
+    return batch, jobs.generations_of(conn, job["job_id"])

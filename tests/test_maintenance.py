@@ -126,6 +126,8 @@ def job_endpoints(body):
         f"/api/v1/status/tasks/{body['task_id']}/status",
         f"/api/v1/download/{job_id}/all",
         f"/api/v1/download/{job_id}/{stem}.glb",
+        f"/api/v1/upload/status/{body['uploaded_files'][0]['file_id']}",
+        f"/api/v1/upload/batch/{body['batch_id']}/status",
     ]
 
 
