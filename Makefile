@@ -20,7 +20,7 @@ $(STAMP): $(BIN)/python setup.cfg pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
+	exec env HOST=$(HOST) PORT=$(PORT) $(BIN)/gunicorn --config gunicorn.conf.py wsgi:app
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

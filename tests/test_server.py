@@ -1,9 +1,12 @@
 """Integration: the real server as `make run` starts it (gunicorn gthread), over HTTP."""
 
+import os
+import signal
+
 import pytest
 import requests
 
-from tests.live_server import REPO, LiveServer
+from tests.live_server import REPO, LiveServer, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +51,18 @@ def test_sigterm_stops_gracefully(tmp_path):
     live = LiveServer(tmp_path / "instance").start()
     live.stop(timeout=30)
     assert not live.group_alive()
+    assert "Handling signal: term" in live.log()
+    assert "Shutting down: Master" in live.log()
+
+
+def test_sigterm_to_make_alone_stops_gunicorn(tmp_path):
+    """A supervisor that signals only the process it started (make) stops the whole server."""
+    live = LiveServer(tmp_path / "instance").start()
+    try:
+        os.kill(live.process.pid, signal.SIGTERM)
+        wait_until(lambda: not live.group_alive(), 30, message="the server to stop")
+    finally:
+        live.stop()
     assert "Handling signal: term" in live.log()
     assert "Shutting down: Master" in live.log()
 
