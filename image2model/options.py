@@ -39,12 +39,8 @@ def _flag(value, field):
     raise ApiError("VALIDATION_ERROR", f"{field} must be true or false", {field: value})
 
 
-def tripo3d_options(fields):
-    """Return Tripo3D arguments: face_limit, texture (from texture / quality / texture_enabled)."""
-    options = {}
-    face_limit = bounded_int(fields.get("face_limit"), "face_limit", *FACE_LIMIT_RANGE)
-    if face_limit is not None:
-        options["face_limit"] = face_limit
+def texture_choice(fields):
+    """Return the texture asked for, one of TEXTURES, from texture / quality / texture_enabled."""
     texture = choice(fields.get("texture"), "texture", TEXTURES)
     if texture is None:
         quality = fields.get("quality")
@@ -57,7 +53,16 @@ def tripo3d_options(fields):
         texture = QUALITY_TO_TEXTURE[quality]
     if _flag(fields.get("texture_enabled"), "texture_enabled") is False:
         texture = "no"
-    options["texture"] = texture
+    return texture
+
+
+def tripo3d_options(fields):
+    """Return Tripo3D arguments: face_limit, texture (from texture / quality / texture_enabled)."""
+    options = {}
+    face_limit = bounded_int(fields.get("face_limit"), "face_limit", *FACE_LIMIT_RANGE)
+    if face_limit is not None:
+        options["face_limit"] = face_limit
+    options["texture"] = texture_choice(fields)
     alignment = choice(fields.get("texture_alignment"), "texture_alignment", TEXTURE_ALIGNMENTS)
     if alignment:
         options["texture_alignment"] = alignment
@@ -72,9 +77,11 @@ def relief_options(fields):
     from image2model.generators.relief import ReliefInputError, parse_relief_options
 
     try:
-        return dataclasses.asdict(parse_relief_options(fields))
+        parsed = parse_relief_options(fields)
     except ReliefInputError as error:
         raise ApiError("VALIDATION_ERROR", "Invalid relief options", error.details) from None
+    # The relief's texture is the image itself: any texture but "no" is the same one.
+    return dataclasses.asdict(dataclasses.replace(parsed, textured=texture_choice(fields) != "no"))
 
 
 def parse(chosen_model, fields):

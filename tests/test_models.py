@@ -258,6 +258,37 @@ def test_tripo3d_bad_options_are_400(app, client, chair, extra, field):
     assert job_counts(app) == before
 
 
+@pytest.mark.parametrize(
+    ("extra", "textured"),
+    [
+        ({}, True),
+        ({"quality": "high"}, True),
+        ({"texture": "HD"}, True),
+        ({"texture_enabled": False}, False),
+        ({"texture": "no"}, False),
+    ],
+)
+def test_relief_honours_texture_enabled(app, client, chair, extra, textured):
+    response = generate(client, {"file_id": chair, "model_type": "relief", **extra})
+    assert response.status_code == 202, response.get_data(as_text=True)
+    assert images.job_options(app, response.get_json()["job_id"])["textured"] is textured
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"quality": "ultra"}, "quality"),
+        ({"texture_enabled": "maybe"}, "texture_enabled"),
+        ({"texture": "hd"}, "texture"),
+    ],
+)
+def test_relief_refuses_bad_texture_options_too(app, client, chair, extra, field):
+    before = job_counts(app)
+    response = generate(client, {"file_id": chair, "model_type": "relief", **extra})
+    assert field in assert_envelope(response, 400, "VALIDATION_ERROR")["details"]
+    assert job_counts(app) == before
+
+
 @WITH_FAL
 def test_tripo3d_options_from_the_upload_form_are_stored(app, client):
     body = uploaded(

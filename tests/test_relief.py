@@ -130,6 +130,21 @@ def test_glb_carries_the_image_as_texture_with_uvs_in_range(tmp_path):
     assert texture[int((1 - v) * 192), int(u * 256)] == pytest.approx((240, 220, 30), abs=25)
 
 
+def test_untextured_relief_has_a_plain_material_and_no_image_or_uvs(tmp_path):
+    path = photo(tmp_path / "photo.jpg")
+    plain = build_relief(path, ReliefOptions(face_limit=20_000, textured=False))
+    document = glb_document(plain.glb)
+    assert "images" not in document and "textures" not in document
+    [primitive] = document["meshes"][0]["primitives"]
+    assert "TEXCOORD_0" not in primitive["attributes"]
+    colour = document["materials"][0]["pbrMetallicRoughness"]["baseColorFactor"]
+    assert colour == pytest.approx([0.8, 0.8, 0.8, 1.0])
+    assert plain.face_count == build_relief(path, SMALL).face_count
+    preview = np.asarray(Image.open(io.BytesIO(plain.preview_png)).convert("RGB")).reshape(-1, 3)
+    shaded = preview[(preview != preview[0]).any(axis=1)]
+    assert len(shaded) and (shaded.max(axis=1) - shaded.min(axis=1) <= 2).all()  # grey only
+
+
 def test_same_input_gives_byte_identical_output(tmp_path):
     path = photo(tmp_path / "photo.jpg")
     first, second = build_relief(path, SMALL), build_relief(path, SMALL)
@@ -360,6 +375,15 @@ def test_bad_options_name_the_field(field, value):
     with pytest.raises(ReliefInputError) as raised:
         parse_relief_options({field: value})
     assert list(raised.value.details) == [field]
+
+
+def test_bounds_are_written_out_in_full():
+    with pytest.raises(ReliefInputError) as raised:
+        parse_relief_options({"face_limit": 5, "depth_mm": 0})
+    assert raised.value.details == {
+        "face_limit": "must be between 100 and 2000000",
+        "depth_mm": "must be between 0.1 and 200",
+    }
 
 
 def test_every_bad_option_is_reported_at_once():

@@ -375,6 +375,7 @@ def test_relief_options_are_stored_with_the_job(app, client):
         base_mm="1",
         invert="true",
         face_limit="20000",
+        texture_enabled="false",
     )
     assert images.job_options(app, body["job_id"]) == {
         "face_limit": 20000,
@@ -382,6 +383,7 @@ def test_relief_options_are_stored_with_the_job(app, client):
         "depth_mm": 3.5,
         "base_mm": 1.0,
         "invert": True,
+        "textured": False,
     }
 
 

@@ -29,6 +29,7 @@ from image2model.render import render_preview
 MAX_TEXTURE_SIDE = 2048
 MIN_OPAQUE_PIXELS = 4
 BLEED_REDUCTION = 8
+PLAIN_COLOUR = (204, 204, 204, 255)  # the light grey of an untextured relief
 _NUMBER_BOUNDS = {
     "face_limit": (100, 2_000_000),
     "width_mm": (1.0, 2000.0),
@@ -52,6 +53,8 @@ class ReliefOptions:
     is always base_mm + depth_mm; an image of one flat tone gives a slab that thick.
     base_mm: the thickness under the lowest point of the front.
     invert: darker is thicker, for lithophanes.
+    textured: the image is the base colour texture; False gives a plain light-grey material, with
+    neither image nor UVs in the GLB (texture_enabled=false or texture=no in a request).
     """
 
     face_limit: int = 100_000
@@ -59,6 +62,7 @@ class ReliefOptions:
     depth_mm: float = 5.0
     base_mm: float = 2.0
     invert: bool = False
+    textured: bool = True
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ def parse_relief_options(fields: Mapping[str, object]) -> ReliefOptions:
             problems[field] = str(exc)
             continue
         if not low <= number <= high:
-            problems[field] = f"must be between {low:g} and {high:g}"
+            problems[field] = f"must be between {low:.10g} and {high:.10g}"
         else:
             values[field] = number
     raw_invert = fields.get("invert")
@@ -174,12 +178,18 @@ def build_relief(
     )
 
     report(60, "applying texture")
-    # trimesh embeds a texture whose source format is JPEG as JPEG: for a photo that is several
-    # times faster to write and half the size of the PNG it would otherwise encode
-    texture.format = "JPEG"
-    material = PBRMaterial(
-        name="relief", baseColorTexture=texture, metallicFactor=0.0, roughnessFactor=0.9
-    )
+    if options.textured:
+        # trimesh embeds a texture whose source format is JPEG as JPEG: for a photo that is
+        # several times faster to write and half the size of the PNG it would otherwise encode
+        texture.format = "JPEG"
+        material = PBRMaterial(
+            name="relief", baseColorTexture=texture, metallicFactor=0.0, roughnessFactor=0.9
+        )
+    else:
+        material = PBRMaterial(
+            name="relief", baseColorFactor=PLAIN_COLOUR, metallicFactor=0.0, roughnessFactor=0.9
+        )
+        uv = None
     mesh = trimesh.Trimesh(
         vertices,
         faces,
