@@ -33,6 +33,18 @@ def wait_until(condition, timeout, interval=0.05, message="condition"):
         time.sleep(interval)
 
 
+def liveness_answers(process, url, log):
+    """Return True once liveness answers 200 via `url`; raise with `log()` if `process` ended."""
+    if process.poll() is not None:
+        raise RuntimeError(f"{process.args[0]} exited with {process.returncode}:\n{log()}")
+    try:
+        return requests.get(url("/api/v1/health/liveness"), timeout=1).status_code == 200
+    except (requests.ConnectionError, requests.Timeout):
+        # gunicorn's master listens before its worker has loaded the app: a connection
+        # can be accepted and then wait longer than this probe does.
+        return False
+
+
 class LiveServer:
     """`make run` in its own process group, with stderr captured to a file."""
 
@@ -72,14 +84,7 @@ class LiveServer:
 
     def _alive(self):
         """Return True once liveness answers 200; fail fast if the process died."""
-        if self.process.poll() is not None:
-            raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
-        try:
-            return requests.get(self.url("/api/v1/health/liveness"), timeout=1).status_code == 200
-        except (requests.ConnectionError, requests.Timeout):
-            # gunicorn's master listens before its worker has loaded the app: a connection
-            # can be accepted and then wait longer than this probe does.
-            return False
+        return liveness_answers(self.process, self.url, self.log)
 
     def url(self, path):
         """Return the absolute URL of a path on this server."""

@@ -231,29 +231,35 @@ def test_tripo3d_is_the_default_with_a_fal_key(app, client, chair):
     assert rows[0]["model_type"] == "tripo3d"
 
 
+TEXTURE_BAD_OPTIONS = [
+    ({"quality": "ultra"}, "quality"),
+    ({"quality": 5}, "quality"),
+    ({"texture_enabled": "maybe"}, "texture_enabled"),
+    ({"texture_enabled": 2}, "texture_enabled"),
+    ({"texture": "hd"}, "texture"),
+    ({"texture": True}, "texture"),
+]
+
+
 @WITH_FAL
 @pytest.mark.parametrize(
-    ("extra", "field"),
+    ("model_type", "extra", "field"),
     [
-        ({"quality": "ultra"}, "quality"),
-        ({"quality": 5}, "quality"),
-        ({"texture_enabled": "maybe"}, "texture_enabled"),
-        ({"texture_enabled": 2}, "texture_enabled"),
-        ({"texture": "hd"}, "texture"),
-        ({"texture": True}, "texture"),
-        ({"face_limit": 10**9}, "face_limit"),
-        ({"face_limit": 99}, "face_limit"),
-        ({"face_limit": -5}, "face_limit"),
-        ({"face_limit": 1.5}, "face_limit"),
-        ({"face_limit": True}, "face_limit"),
-        ({"face_limit": "many"}, "face_limit"),
-        ({"texture_alignment": "sideways"}, "texture_alignment"),
-        ({"orientation": "upside_down"}, "orientation"),
+        *(("relief", extra, field) for extra, field in TEXTURE_BAD_OPTIONS),
+        *(("tripo3d", extra, field) for extra, field in TEXTURE_BAD_OPTIONS),
+        ("tripo3d", {"face_limit": 10**9}, "face_limit"),
+        ("tripo3d", {"face_limit": 99}, "face_limit"),
+        ("tripo3d", {"face_limit": -5}, "face_limit"),
+        ("tripo3d", {"face_limit": 1.5}, "face_limit"),
+        ("tripo3d", {"face_limit": True}, "face_limit"),
+        ("tripo3d", {"face_limit": "many"}, "face_limit"),
+        ("tripo3d", {"texture_alignment": "sideways"}, "texture_alignment"),
+        ("tripo3d", {"orientation": "upside_down"}, "orientation"),
     ],
 )
-def test_tripo3d_bad_options_are_400(app, client, chair, extra, field):
+def test_bad_options_are_400(app, client, chair, model_type, extra, field):
     before = job_counts(app)
-    response = generate(client, {"file_id": chair, "model_type": "tripo3d", **extra})
+    response = generate(client, {"file_id": chair, "model_type": model_type, **extra})
     assert field in assert_envelope(response, 400, "VALIDATION_ERROR")["details"]
     assert job_counts(app) == before
 
@@ -272,21 +278,6 @@ def test_relief_honours_texture_enabled(app, client, chair, extra, textured):
     response = generate(client, {"file_id": chair, "model_type": "relief", **extra})
     assert response.status_code == 202, response.get_data(as_text=True)
     assert images.job_options(app, response.get_json()["job_id"])["textured"] is textured
-
-
-@pytest.mark.parametrize(
-    ("extra", "field"),
-    [
-        ({"quality": "ultra"}, "quality"),
-        ({"texture_enabled": "maybe"}, "texture_enabled"),
-        ({"texture": "hd"}, "texture"),
-    ],
-)
-def test_relief_refuses_bad_texture_options_too(app, client, chair, extra, field):
-    before = job_counts(app)
-    response = generate(client, {"file_id": chair, "model_type": "relief", **extra})
-    assert field in assert_envelope(response, 400, "VALIDATION_ERROR")["details"]
-    assert job_counts(app) == before
 
 
 @WITH_FAL

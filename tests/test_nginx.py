@@ -14,7 +14,7 @@ import requests
 from PIL import Image
 
 from tests.fal_standin import FalStandIn
-from tests.live_server import REPO, LiveServer, free_port, wait_until
+from tests.live_server import REPO, LiveServer, free_port, liveness_answers, wait_until
 from tests.pipeline_helpers import USER_KEY, Client, fal_server, png_bytes
 
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
@@ -72,17 +72,13 @@ class NginxProxy:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
         )
-        wait_until(self._proxies, 15, interval=0.1, message=f"nginx on {self.port}")
+        wait_until(
+            lambda: liveness_answers(self.process, self.url, self.error_log),
+            15,
+            interval=0.1,
+            message=f"nginx on {self.port}",
+        )
         return self
-
-    def _proxies(self):
-        """Return True once liveness answers through nginx; fail fast if nginx exited."""
-        if self.process.poll() is not None:
-            raise RuntimeError(f"nginx exited: {self.error_log()}")
-        try:
-            return requests.get(self.url("/api/v1/health/liveness"), timeout=1).status_code == 200
-        except requests.ConnectionError:
-            return False
 
     def url(self, path):
         """Return the absolute URL of a path through nginx."""
