@@ -52,10 +52,11 @@ def finalize(config):
         config["DEFAULT_MODEL"] = "tripo3d" if config["FAL_KEY"] else "relief"
     if config["DEFAULT_MODEL"] not in GENERATORS:
         raise ValueError(f"DEFAULT_MODEL must be one of {', '.join(GENERATORS)}")
-    # Room for the multipart framing around MAX_FILES full-size files.
-    config.setdefault(
-        "MAX_CONTENT_LENGTH", int(config["MAX_FILES"]) * int(config["MAX_FILE_SIZE"]) + 1024 * 1024
-    )
+    # Room for the multipart framing around MAX_FILES full-size files. Flask's own defaults hold
+    # MAX_CONTENT_LENGTH = None (no limit), so a plain setdefault would never set it.
+    if config.get("MAX_CONTENT_LENGTH") is None:
+        files_bytes = int(config["MAX_FILES"]) * int(config["MAX_FILE_SIZE"])
+        config["MAX_CONTENT_LENGTH"] = files_bytes + 1024 * 1024
 
 
 def _key_list(value):

@@ -29,6 +29,7 @@ def test_defaults_apply(instance):
     assert app.config["RATELIMIT_DEFAULT"] == "60 per minute;1000 per hour"
     assert app.config["FAL_POLL_INTERVAL"] == 1.0
     assert app.config["DEFAULT_MODEL"] == "relief"
+    assert app.config["MAX_CONTENT_LENGTH"] == 25 * 10 * 1024 * 1024 + 1024 * 1024
     assert (instance / "image2model.sqlite3").exists()
 
 
@@ -37,6 +38,7 @@ def test_layers_override_in_order(instance, monkeypatch):
     monkeypatch.setenv("IMAGE2MODEL_MAX_FILE_SIZE", "2000")
     monkeypatch.setenv("IMAGE2MODEL_POOL_SIZE", "4")
     app = create_app({"POOL_SIZE": 2})
+    assert app.config["MAX_CONTENT_LENGTH"] == 5 * 2000 + 1024 * 1024  # follows both
     assert app.config["MAX_FILES"] == 5  # instance file over default
     assert app.config["MAX_FILE_SIZE"] == 2000  # environment over instance file, parsed as JSON
     assert app.config["POOL_SIZE"] == 2  # test_config over environment

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 
 import pytest
 import requests
@@ -45,6 +46,25 @@ def test_served_by_gunicorn_gthread(server):
     assert "Booting worker" in server.log()
     metrics = requests.get(server.url("/api/v1/health/metrics"), timeout=5)
     assert metrics.status_code == 200 and "image2model_http_request" in metrics.text
+
+
+def test_a_body_over_the_request_limit_is_refused_before_it_is_read(server):
+    """An upload declaring more than MAX_FILES full files is answered 413 at once, unread."""
+    head = (
+        "POST /api/v1/upload/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {server.dev_key()}\r\n"
+        "Content-Type: multipart/form-data; boundary=B\r\n"
+        f"Content-Length: {26 * 10 * 1024 * 1024}\r\n\r\n--B\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        reply = b""
+        while b"}}" not in reply and (chunk := sock.recv(65536)):
+            reply += chunk
+    reply = reply.decode("latin-1")
+    status_line, _, rest = reply.partition("\r\n")
+    assert status_line.split()[1] == "413", reply
+    assert '"FILE_TOO_LARGE"' in rest
 
 
 def test_sigterm_stops_gracefully(tmp_path):
