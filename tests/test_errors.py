@@ -116,10 +116,26 @@ def test_unexpected_exception_is_500_logged_not_sent(client, caplog):
     assert any(record.exc_info for record in caplog.records)
 
 
-@pytest.mark.parametrize("body", [b"{not json", b"[1, 2", b"\xff\xfe", b'{"a": }'])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b"[1, 2",
+        b"\xff\xfe",
+        b'{"a": }',
+        b'{"a": NaN}',
+        b'{"a": -Infinity}',
+        b'{"a": 1e400}',
+    ],
+)
 def test_malformed_json_is_400(client, body):
     response = client.post("/_test/json", data=body, content_type="application/json")
     assert_envelope(response, 400, "VALIDATION_ERROR")
+
+
+def test_json_in_another_content_type_is_400_saying_so(client):
+    response = client.post("/_test/json", data=b'{"a": 1}', content_type="text/plain")
+    assert "application/json" in assert_envelope(response, 400, "VALIDATION_ERROR")["message"]
 
 
 def test_json_must_be_an_object(client):

@@ -255,6 +255,9 @@ TEXTURE_BAD_OPTIONS = [
         ("tripo3d", {"face_limit": "many"}, "face_limit"),
         ("tripo3d", {"texture_alignment": "sideways"}, "texture_alignment"),
         ("tripo3d", {"orientation": "upside_down"}, "orientation"),
+        ("tripo3d", {"face_limit": 10**400}, "face_limit"),
+        ("relief", {"face_limit": 10**400}, "face_limit"),
+        ("relief", {"width_mm": 10**400}, "width_mm"),
     ],
 )
 def test_bad_options_are_400(app, client, chair, model_type, extra, field):

@@ -125,13 +125,13 @@ def _as_int(raw: object) -> int:
 def _as_float(raw: object) -> float:
     """Return raw as a finite float, accepting numeric strings."""
     number = None
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        number = float(raw)
-    elif isinstance(raw, str):
-        try:
+    try:
+        if isinstance(raw, int | float) and not isinstance(raw, bool):
+            number = float(raw)
+        elif isinstance(raw, str):
             number = float(raw.strip())
-        except ValueError:
-            pass
+    except (ValueError, OverflowError):  # OverflowError: an integer too large for a float
+        pass
     if number is None or not math.isfinite(number):
         raise ValueError("must be a number")
     return number
