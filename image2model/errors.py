@@ -3,6 +3,7 @@
 import logging
 
 from flask import jsonify
+from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import HTTPException
 
 logger = logging.getLogger(__name__)
@@ -76,6 +77,17 @@ def handle_http_exception(error):
     return error_response(code, message, details, status, headers)
 
 
+def handle_broken_body(error):
+    """Answer a request body that gunicorn could not read to its end (cut off, bad chunks)."""
+    logger.warning("Unreadable request body: %s", type(error).__name__)
+    return error_response(
+        "VALIDATION_ERROR",
+        "The request body is incomplete or malformed",
+        {"reason": type(error).__name__},
+        400,
+    )
+
+
 def handle_unexpected(error):
     """Log an unexpected exception with its traceback and answer 500 without any detail of it."""
     logger.exception("Unhandled exception while serving a request")
@@ -86,4 +98,7 @@ def init_app(app):
     """Register the handlers so that every error of the API leaves in the envelope."""
     app.register_error_handler(ApiError, handle_api_error)
     app.register_error_handler(HTTPException, handle_http_exception)
+    # gunicorn raises these from the body stream it hands the app (chunked bodies)
+    app.register_error_handler(NoMoreData, handle_broken_body)
+    app.register_error_handler(ParseException, handle_broken_body)
     app.register_error_handler(Exception, handle_unexpected)

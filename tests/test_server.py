@@ -8,6 +8,7 @@ import pytest
 import requests
 
 from tests.live_server import REPO, LiveServer, wait_until
+from tests.pipeline_helpers import png_bytes
 
 pytestmark = pytest.mark.integration
 
@@ -48,23 +49,55 @@ def test_served_by_gunicorn_gthread(server):
     assert metrics.status_code == 200 and "image2model_http_request" in metrics.text
 
 
-def test_a_body_over_the_request_limit_is_refused_before_it_is_read(server):
-    """An upload declaring more than MAX_FILES full files is answered 413 at once, unread."""
-    head = (
-        "POST /api/v1/upload/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        f"Authorization: Bearer {server.dev_key()}\r\n"
-        "Content-Type: multipart/form-data; boundary=B\r\n"
-        f"Content-Length: {26 * 10 * 1024 * 1024}\r\n\r\n--B\r\n"
-    )
+def exchange(server, request, close_write=False):
+    """Send raw bytes to the server and return its reply up to the end of a JSON body."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
-        sock.sendall(head.encode())
+        sock.sendall(request)
+        if close_write:
+            sock.shutdown(socket.SHUT_WR)
         reply = b""
         while b"}}" not in reply and (chunk := sock.recv(65536)):
             reply += chunk
-    reply = reply.decode("latin-1")
-    status_line, _, rest = reply.partition("\r\n")
-    assert status_line.split()[1] == "413", reply
-    assert '"FILE_TOO_LARGE"' in rest
+    status_line, _, rest = reply.decode("latin-1").partition("\r\n")
+    return int(status_line.split()[1]), rest
+
+
+PART = (
+    b'--B\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n'
+    b"Content-Type: image/png\r\n\r\n" + png_bytes(1, (400, 300)) + b"\r\n--B--\r\n"
+)
+
+
+def upload_head(server, length_header):
+    """Return the head of a raw multipart upload request with one framing header."""
+    return (
+        "POST /api/v1/upload/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {server.dev_key()}\r\n"
+        f"Content-Type: multipart/form-data; boundary=B\r\n{length_header}\r\n\r\n"
+    ).encode()
+
+
+def test_a_body_over_the_request_limit_is_refused_before_it_is_read(server):
+    """An upload declaring more than MAX_FILES full files is answered 413 at once, unread."""
+    head = upload_head(server, f"Content-Length: {26 * 10 * 1024 * 1024}")
+    status, rest = exchange(server, head + b"--B\r\n")
+    assert status == 413 and '"FILE_TOO_LARGE"' in rest
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"zz\r\n--B\r\n", "InvalidChunkSize"),
+        # Werkzeug's stream turns gunicorn's NoMoreData into a client disconnect: no reason.
+        (b"%x\r\n%b" % (len(PART), PART[: len(PART) // 2]), ""),
+    ],
+    ids=["bad chunk size", "cut off"],
+)
+def test_a_broken_chunked_body_is_400_not_500(server, body, reason):
+    head = upload_head(server, "Transfer-Encoding: chunked")
+    status, rest = exchange(server, head + body, close_write=True)
+    assert status == 400 and '"VALIDATION_ERROR"' in rest and reason in rest
+    assert "Unhandled exception" not in server.log()
 
 
 def test_sigterm_stops_gracefully(tmp_path):
