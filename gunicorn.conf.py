@@ -24,7 +24,16 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 
 def post_worker_init(worker):
-    """On SIGTERM, first tell the app to stop (ending SSE streams) so the exit can be graceful."""
+    """Answer unparsable requests in the API's envelope, keep secrets out of gunicorn's log, and
+    on SIGTERM first tell the app to stop (ending SSE streams) so the exit can be graceful."""
+    from gunicorn import util
+
+    from image2model.errors import write_server_error
+    from image2model.logs import redact_server_log
+
+    util.write_error = write_server_error
+    # It logs refused requests with the offending text, which may be a client's key.
+    redact_server_log(worker.wsgi, worker.log.error_log)
     previous = signal.getsignal(signal.SIGTERM)
     read_end, write_end = os.pipe()
 

@@ -1,8 +1,10 @@
 """The API's one error shape: ApiError and the handlers that render every error as the envelope."""
 
+import json
 import logging
 
 from flask import jsonify
+from gunicorn import util as gunicorn_util
 from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import HTTPException
 
@@ -92,6 +94,22 @@ def handle_unexpected(error):
     """Log an unexpected exception with its traceback and answer 500 without any detail of it."""
     logger.exception("Unhandled exception while serving a request")
     return error_response("PROCESSING_ERROR", "Internal processing error", {}, 500)
+
+
+def write_server_error(sock, status, reason, message):
+    """Write one of gunicorn's own refusals (a request it cannot parse) in the envelope.
+
+    It replaces gunicorn.util.write_error, which writes an HTML page: gunicorn answers these
+    before the app sees the request, and has no other hook for them.
+    """
+    code = CODES_BY_STATUS.get(status, "PROCESSING_ERROR" if status >= 500 else "VALIDATION_ERROR")
+    text = f"{reason}: {message}" if message else reason
+    body = json.dumps({"detail": {"code": code, "message": text, "details": {}}})
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn_util.write_nonblock(sock, (head + body).encode("latin-1"))
 
 
 def init_app(app):

@@ -230,6 +230,11 @@ def install(directory, config):
     return files
 
 
+def redact_server_log(app, logger):
+    """Redact the app's secrets from another logger's records (gunicorn's error log)."""
+    logger.addFilter(RedactingFilter(Redactor(configured_secrets(app.config))))
+
+
 def start_timer():
     """Before-request hook: note when the request started."""
     g.log_started = time.perf_counter()

@@ -1,5 +1,6 @@
 """Integration: the real server as `make run` starts it (gunicorn gthread), over HTTP."""
 
+import json
 import os
 import signal
 import socket
@@ -100,6 +101,31 @@ def test_a_broken_chunked_body_is_400_not_500(server, body, reason):
     assert "Unhandled exception" not in server.log()
 
 
+@pytest.mark.parametrize(
+    ("request_head", "status"),
+    [
+        (f"GET /api/v1/models/job/{'j' * 5000} HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        ("GET /api/v1/health/liveness HTTP/1.1\r\nHost: x\r\nIf-None-Match: \x7f\r\n\r\n", 400),
+        ("GET /api/v1/health/liveness HTTP/9.9\r\nHost: x\r\n\r\n", 400),
+    ],
+    ids=["request line too long", "control byte in a header", "bad HTTP version"],
+)
+def test_requests_gunicorn_cannot_parse_get_the_envelope(server, request_head, status):
+    answered, rest = exchange(server, request_head.encode("latin-1"))
+    assert answered == status
+    headers, _, body = rest.partition("\r\n\r\n")
+    assert "Content-Type: application/json" in headers
+    assert json.loads(body)["detail"]["code"] == "VALIDATION_ERROR"
+
+
+def test_a_key_in_a_refused_header_stays_out_of_the_server_log(server):
+    key = server.dev_key()
+    head = f"POST /api/v1/upload/ HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: {key}\r\n\r\n"
+    assert exchange(server, head.encode())[0] == 501
+    wait_until(lambda: "Invalid request from" in server.log(), 10, message="the refusal logged")
+    assert server.log().count(key) == 1  # printed once at start-up, not again
+
+
 def test_sigterm_stops_gracefully(tmp_path):
     live = LiveServer(tmp_path / "instance").start()
     live.stop(timeout=30)
@@ -120,20 +146,27 @@ def test_sigterm_to_make_alone_stops_gunicorn(tmp_path):
     assert "Shutting down: Master" in live.log()
 
 
-def test_the_sigterm_handler_takes_no_lock_and_still_stops_the_app(app):
+def test_the_sigterm_handler_takes_no_lock_and_still_stops_the_app(app, monkeypatch):
     import importlib.util
-    import signal
+    import logging
     import threading
     import types
 
+    from gunicorn import util
+
     from image2model.pool import get_pool
+
+    monkeypatch.setattr(util, "write_error", util.write_error)  # restored after the test
 
     spec = importlib.util.spec_from_file_location("gunicorn_conf", REPO / "gunicorn.conf.py")
     conf = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(conf)
     original = signal.getsignal(signal.SIGTERM)
     try:
-        conf.post_worker_init(types.SimpleNamespace(wsgi=app))
+        error_log = logging.getLogger("test.gunicorn.error")
+        conf.post_worker_init(
+            types.SimpleNamespace(wsgi=app, log=types.SimpleNamespace(error_log=error_log))
+        )
         handler = signal.getsignal(signal.SIGTERM)
         stopping = get_pool(app).stopping
         # The signal may land while this very thread holds a lock that stopping needs.
