@@ -3,6 +3,7 @@
 import os
 import shutil
 import time
+import unicodedata
 import warnings
 
 from PIL import Image, UnidentifiedImageError
@@ -140,8 +141,11 @@ def check_for_generator(model_type, sources, options):
 
 
 def original_name(upload, index):
-    """Return the client's file name without any directory part."""
-    name = os.path.basename((upload.filename or "").replace("\\", "/")).strip()
+    """Return the client's file name without any directory part or invisible characters."""
+    name = os.path.basename((upload.filename or "").replace("\\", "/"))
+    # Control and format characters (NUL, line breaks, right-to-left overrides) would reach
+    # responses, logs and download names, where they break lines or disguise the name.
+    name = "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf")).strip()
     return name[:255] or f"image-{index + 1}"
 
 

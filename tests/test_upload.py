@@ -399,6 +399,10 @@ def test_relief_options_are_stored_with_the_job(app, client):
         ("/etc/cron.d/evil.png", "evil.png"),
         ("uploads/../../../evil.png", "evil.png"),
         ("dir/", "image-1"),
+        ("a\x00b.png", "ab.png"),
+        ("tab\there.png", "tabhere.png"),
+        ("\u202egnp.evil", "gnp.evil"),
+        ("\x00\x01", "image-1"),
     ],
 )
 def test_filename_with_path_parts_is_kept_by_basename_only(
