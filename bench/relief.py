@@ -1,13 +1,15 @@
 """Benchmark the relief generator: a 1024×1024 photo to a 100k-face GLB and preview.
 
-Run by hand: .venv/bin/python bench/relief.py [--runs N]
+Run by hand: .venv/bin/python bench/relief.py [--runs N] [--side 6300 --format png]
+(--side scales the photo up; a large PNG cannot decode scaled, as a JPEG does.)
 Prints the median wall time of N runs, its ratio to the 0.5 s target, the time per stage, and the
-peak memory of one run (tracemalloc peak, and growth of the process's peak RSS).
+peak memory of one run (tracemalloc's peak, which misses Pillow's own buffers, and the growth of
+the peak RSS of a fresh process over its RSS before the build).
 """
 
 import argparse
 import io
-import resource
+import multiprocessing
 import statistics
 import tempfile
 import time
@@ -25,8 +27,9 @@ TARGET_SECONDS = 0.5
 SIDE = 1024
 
 
-def photo_like(path: Path) -> Path:
-    """Write a deterministic photo-like JPEG: soft gradients, shapes, blur and sensor noise."""
+def photo_like(path: Path, side: int = SIDE) -> Path:
+    """Write a deterministic photo-like image (format from the suffix): soft gradients, shapes,
+    blur and sensor noise, made at SIDE pixels and scaled to `side`."""
     rows, cols = np.mgrid[0:SIDE, 0:SIDE] / SIDE
     sky = np.stack([0.3 + 0.5 * rows, 0.5 + 0.3 * cols, 0.9 - 0.4 * rows], axis=-1)
     image = Image.fromarray((sky * 255).astype(np.uint8))
@@ -44,8 +47,26 @@ def photo_like(path: Path) -> Path:
     image = image.filter(ImageFilter.GaussianBlur(3))
     noise = np.random.default_rng(7).normal(0, 6, (SIDE, SIDE, 3))
     pixels = np.clip(np.asarray(image, dtype=np.float64) + noise, 0, 255).astype(np.uint8)
-    Image.fromarray(pixels).save(path, quality=92)
+    image = Image.fromarray(pixels)
+    if side != SIDE:
+        image = image.resize((side, side), Image.Resampling.BICUBIC)
+    image.save(path, quality=92)
     return path
+
+
+def status_kib(field: str) -> int:
+    """Return a memory figure of this process from /proc/self/status, in KiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def rss_growth_of_one_build(path: Path, options: ReliefOptions) -> int:
+    """Build once in this (fresh) process; return its peak RSS over its RSS before, in KiB."""
+    before = status_kib("VmRSS")
+    build_relief(path, options)
+    return status_kib("VmHWM") - before
 
 
 def timed_run(path: Path, options: ReliefOptions):
@@ -65,15 +86,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--face-limit", type=int, default=100_000)
+    parser.add_argument("--side", type=int, default=SIDE, help="pixels per side of the input")
+    parser.add_argument("--format", choices=("jpeg", "png"), default="jpeg")
     arguments = parser.parse_args()
     options = ReliefOptions(face_limit=arguments.face_limit)
 
     with tempfile.TemporaryDirectory() as folder:
-        path = photo_like(Path(folder) / "photo.jpg")
-        rss_before_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        suffix = ".png" if arguments.format == "png" else ".jpg"
+        path = photo_like(Path(folder) / f"photo{suffix}", arguments.side)
         timed_run(path, options)  # warm up imports and caches
         runs = [timed_run(path, options) for _ in range(arguments.runs)]
-        rss_after_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        with multiprocessing.get_context("spawn").Pool(1) as fresh:
+            rss_growth_kib = fresh.apply(rss_growth_of_one_build, (path, options))
 
         tracemalloc.start()
         build_relief(path, options)
@@ -83,7 +107,10 @@ def main():
     result = runs[0][0]
     seconds = [wall for _, wall, _ in runs]
     median = statistics.median(seconds)
-    print(f"input      {SIDE}×{SIDE} JPEG, face_limit {options.face_limit:,}")
+    print(
+        f"input      {arguments.side}×{arguments.side} {arguments.format.upper()},"
+        f" face_limit {options.face_limit:,}"
+    )
     print(
         f"output     {result.face_count:,} faces, {result.vertex_count:,} vertices, "
         f"GLB {len(result.glb) / 1e6:.2f} MB, preview {len(result.preview_png) / 1e3:.0f} kB"
@@ -106,7 +133,7 @@ def main():
     print(f"  of which the preview render {render_median * 1000:6.1f} ms (timed alone)")
     print(
         f"memory     tracemalloc peak {traced_peak / 2**20:.1f} MiB, "
-        f"peak RSS growth {(rss_after_kib - rss_before_kib) / 1024:.1f} MiB"
+        f"peak RSS growth {rss_growth_kib / 1024:.1f} MiB (a fresh process)"
     )
 
 

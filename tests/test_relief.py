@@ -102,6 +102,20 @@ def test_bounds_follow_width_aspect_depth_and_base(tmp_path):
     assert mesh.extents == pytest.approx([0.080, 0.080 * 200 / 300, 0.0045], rel=1e-5)
 
 
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P"])
+def test_a_large_png_is_shrunk_early_and_keeps_its_picture(tmp_path, mode):
+    image = Image.new("RGB", (4200, 3000), (20, 40, 200))
+    ImageDraw.Draw(image).rectangle((0, 0, 2099, 2999), fill=(230, 200, 30))  # left half yellow
+    if mode == "RGBA":
+        image.putalpha(255)
+    image.convert(mode).save(tmp_path / "large.png", compress_level=1)
+    result = build_relief(tmp_path / "large.png", ReliefOptions(face_limit=2000))
+    texture = load(result.glb).visual.material.baseColorTexture.convert("RGB")
+    assert texture.size == (2048, 1463)
+    assert texture.getpixel((500, 700)) == pytest.approx((230, 200, 30), abs=8)
+    assert texture.getpixel((1500, 700)) == pytest.approx((20, 40, 200), abs=8)
+
+
 def test_exif_orientation_is_applied(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # stored landscape, shown rotated a quarter turn: portrait

@@ -38,6 +38,7 @@ _NUMBER_BOUNDS = {
 }
 _TRUE_WORDS = frozenset({"true", "1", "yes", "on"})
 _FALSE_WORDS = frozenset({"false", "0", "no", "off"})
+_REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA"})  # averaging palette indices would not do
 _WIDE_GREY_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 
 
@@ -260,9 +261,13 @@ def _open_upright(image_path) -> Image.Image:
                 scale = MAX_TEXTURE_SIDE / longest
                 draft_size = (math.ceil(opened.width * scale), math.ceil(opened.height * scale))
                 opened.draft(None, draft_size)
-            image = ImageOps.exif_transpose(opened)
-            image.load()
-            return image
+            opened.load()
+            image = opened
+            if image.mode in _REDUCIBLE_MODES and max(image.size) >= 2 * MAX_TEXTURE_SIDE:
+                # A large PNG cannot decode scaled: shrink it by whole pixels at once, before
+                # the copies that turning and converting make, so that they stay small.
+                image = image.reduce(max(image.size) // MAX_TEXTURE_SIDE)
+            return ImageOps.exif_transpose(image)
     except Image.DecompressionBombError as exc:
         raise ReliefInputError("the image has too many pixels", {"image": str(exc)}) from exc
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
