@@ -1,6 +1,7 @@
 """The dispatcher: claims due generations in SQLite and runs their next step on the pool."""
 
 import logging
+import os
 import threading
 import time
 
@@ -31,7 +32,7 @@ DUE_UNCLAIMED = (
 )
 NEXT_DUE = (
     "SELECT MIN(CASE WHEN g.claimed_by IS NOT NULL"
-    " OR (g.state = 'queued' AND j.model_type = ?) THEN g.deadline_at"
+    " OR (g.state = 'queued' AND j.model_type = ?) OR j.model_type = ? THEN g.deadline_at"
     " ELSE MIN(g.next_run_at, g.deadline_at) END)"
     " FROM generations g JOIN jobs j USING (job_id) WHERE g.state IN (?, ?, ?, ?)"
 )
@@ -39,6 +40,13 @@ OVERDUE = (
     "SELECT g.*, j.model_type FROM generations g JOIN jobs j USING (job_id)"
     " WHERE g.state IN (?, ?, ?, ?) AND g.deadline_at < ?"
 )
+
+
+def usable_cores():
+    """Return how many CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 class Dispatcher:
@@ -55,9 +63,15 @@ class Dispatcher:
         self.connections = app.extensions["db.threads"]
         self.pool = get_pool(app)
         self.held = HeldSteps()
-        # Inline mode (no threads) runs every due step at once, as the tests expect; local
-        # generators' steps (CPU work that may leave the GIL free) are not limited.
+        # Inline mode (no threads) runs every due step at once, as the tests expect: neither
+        # FAL steps nor local ones are limited there.
         self.limit = StepLimit(self.pool.size) if self.pool.size else None
+        # Local steps are CPU work: more at once than cores gain nothing, while each holds a
+        # pool thread that FAL steps wait for, and a large image's worth of memory.
+        self.local_slots = min(self.pool.size, usable_cores()) or None
+        self._local_running = 0
+        self._local_lock = threading.Lock()
+        self._local_full = False  # at the last look: due local work waits for a running step
         self._alarm = threading.Event()
         self._look_in_database = True
         self._database_due_at = 0.0
@@ -152,6 +166,11 @@ class Dispatcher:
         # A queued generation being submitted right now (claimed) counts as in flight too.
         in_flight = conn.execute(IN_FLIGHT_COUNT, (*jobs.IN_FLIGHT, now)).fetchone()[0]
         free_submits = max(0, int(self.app.config["MAX_FAL_IN_FLIGHT"]) - in_flight)
+        self._local_full = True  # likewise for a local step ending during this pass
+        with self._local_lock:
+            free_local = (
+                None if self.local_slots is None else self.local_slots - self._local_running
+            )
         rows = conn.execute(DUE_UNCLAIMED, (*jobs.UNFINISHED, now, now)).fetchall()
         chosen, fal_steps = [], set()
         for row in rows:
@@ -161,18 +180,26 @@ class Dispatcher:
                         continue
                     free_submits -= 1
                 fal_steps.add(row["id"])
+            elif free_local is not None:
+                if free_local <= 0:
+                    continue
+                free_local -= 1
             chosen.append(row["id"])
         for generation_id in claims.take(conn, self.identity, chosen, now):
             if generation_id in fal_steps:
                 # FAL steps take turns under the step limit, the earliest due first.
                 self.held.add(now, generation_id)
             else:
-                self.pool.submit(self.run_step, generation_id)
+                self.start_local_step(generation_id)
         self._cap_reached = free_submits == 0
-        blocked = "tripo3d" if self._cap_reached else ""
-        # Claimed work and FAL work blocked by the cap are woken by a release, not a timer;
-        # every unfinished generation's deadline still counts.
-        upcoming = conn.execute(NEXT_DUE, (blocked, *jobs.UNFINISHED)).fetchone()[0]
+        self._local_full = free_local is not None and free_local <= 0
+        blocked_fal = "tripo3d" if self._cap_reached else ""
+        blocked_local = "relief" if self._local_full else ""
+        # Claimed work, and work blocked by the FAL cap or by busy local slots, is woken by a
+        # release, not a timer; every unfinished generation's deadline still counts.
+        upcoming = conn.execute(
+            NEXT_DUE, (blocked_fal, blocked_local, *jobs.UNFINISHED)
+        ).fetchone()[0]
         wait = IDLE_WAIT if upcoming is None else max(0.01, upcoming - time.time())
         return min(wait, IDLE_WAIT, RENEW_EVERY)
 
@@ -203,6 +230,30 @@ class Dispatcher:
                 cancel = getattr(self.generators[row["model_type"]], "cancel", None)
                 if cancel is not None:
                     self.pool.submit(cancel, self.app, row)
+
+    def start_local_step(self, generation_id):
+        """Run a local generator's step on the pool, counted against the local slots."""
+        with self._local_lock:
+            self._local_running += 1
+        try:
+            self.pool.submit(self.run_local_step, generation_id)
+        except BaseException:
+            self.local_step_ended()
+            raise
+
+    def run_local_step(self, generation_id):
+        """Run a local step, then free its slot."""
+        try:
+            self.run_step(generation_id)
+        finally:
+            self.local_step_ended()
+
+    def local_step_ended(self):
+        """Free a local slot; wake the dispatcher if due local work waits for one."""
+        with self._local_lock:
+            self._local_running -= 1
+        if self._local_full:
+            self.wake()
 
     def run_limited_step(self, generation_id, due_at):
         """Run a FAL step counted by the step limit, then let a held-back one start."""

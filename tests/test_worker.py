@@ -368,3 +368,35 @@ def test_a_dispatcher_pass_reads_unfinished_generations_through_their_index(app,
         conn.close()
     assert not any(step.startswith("SCAN g") for step in plan), plan
     assert any("generations_by_state" in step for step in plan), plan
+
+
+def test_local_steps_run_no_more_at_once_than_their_slots(app, client, monkeypatch):
+    dispatcher = worker.get_dispatcher(app)
+    monkeypatch.setattr(dispatcher, "local_slots", 2)
+    started = []  # steps handed to the pool, not yet run
+    monkeypatch.setattr(dispatcher.pool, "submit", lambda fn, *args: started.append((fn, args)))
+    wakes = []
+    monkeypatch.setattr(dispatcher, "wake", lambda: wakes.append(True))
+    images.uploaded(client, [(f"{n}.png", images.png()) for n in range(5)], model_type="relief")
+
+    wait = dispatcher.run_due_in_database()
+    assert len(started) == 2
+    claimed = [row["claimed_by"] is not None for row in generation_rows(app)]
+    assert claimed == [True, True, False, False, False]  # the others stay free for any process
+    assert wait > 1  # the waiting three are woken by an ending step, not polled for
+
+    fn, args = started.pop(0)
+    wakes.clear()
+    fn(*args)  # the first build ends and frees its slot
+    assert wakes == [True]
+    dispatcher.run_due_in_database()
+    assert len(started) == 2  # the second still runs; the third took the freed slot
+    states = [row["state"] for row in generation_rows(app)]
+    assert states == ["completed", "queued", "queued", "queued", "queued"]
+
+
+def test_without_threads_local_steps_are_not_limited(app, client):
+    assert worker.get_dispatcher(app).local_slots is None
+    images.uploaded(client, [(f"{n}.png", images.png()) for n in range(3)], model_type="relief")
+    worker.get_dispatcher(app).run_due()
+    assert [row["state"] for row in generation_rows(app)] == ["completed"] * 3
