@@ -1,10 +1,13 @@
 """Claims on generations in SQLite: who owns one (host, pid, start time) and its lease."""
 
+import logging
 import socket
 
 import psutil
 
 from image2model import db
+
+logger = logging.getLogger(__name__)
 
 LEASE_SECONDS = 300
 
@@ -81,3 +84,10 @@ def give_back_all(conn, owner):
             "UPDATE generations SET claimed_by = NULL, lease_until = NULL WHERE claimed_by = ?",
             (owner,),
         )
+
+
+def release_dead_owners(conn):
+    """Free the claims of processes of this host that no longer exist."""
+    for owner in filter(owner_is_dead, owners(conn)):
+        give_back_all(conn, owner)
+        logger.info("Released claims of dead worker %s", owner)

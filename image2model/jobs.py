@@ -23,6 +23,30 @@ STAMPS = {
 }
 
 
+# The dispatcher's reads. A pass reads unfinished generations only, through generations_by_state:
+# the table keeps every generation ever made, and a pass must not scan it.
+IN_FLIGHT_COUNT = (
+    "SELECT COUNT(*) FROM generations g JOIN jobs j USING (job_id)"
+    " WHERE j.model_type = 'tripo3d' AND (g.state IN (?, ?, ?)"
+    " OR (g.state = 'queued' AND g.claimed_by IS NOT NULL AND g.lease_until >= ?))"
+)
+DUE_UNCLAIMED = (
+    "SELECT g.id, g.state, j.model_type FROM generations g JOIN jobs j USING (job_id)"
+    " WHERE g.state IN (?, ?, ?, ?) AND g.next_run_at <= ?"
+    " AND (g.claimed_by IS NULL OR g.lease_until < ?) ORDER BY g.next_run_at, g.id"
+)
+NEXT_DUE = (
+    "SELECT MIN(CASE WHEN g.claimed_by IS NOT NULL"
+    " OR (g.state = 'queued' AND j.model_type = ?) OR j.model_type = ? THEN g.deadline_at"
+    " ELSE MIN(g.next_run_at, g.deadline_at) END)"
+    " FROM generations g JOIN jobs j USING (job_id) WHERE g.state IN (?, ?, ?, ?)"
+)
+OVERDUE = (
+    "SELECT g.*, j.model_type FROM generations g JOIN jobs j USING (job_id)"
+    " WHERE g.state IN (?, ?, ?, ?) AND g.deadline_at < ?"
+)
+
+
 def new_id(prefix):
     """Return an unguessable identifier (96 random bits) with a readable prefix."""
     return f"{prefix}_{secrets.token_hex(12)}"

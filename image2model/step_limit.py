@@ -1,5 +1,7 @@
-"""How many FAL steps run at once: more while they wait on FAL, fewer while they load the GIL."""
+"""How many steps run at once: FAL steps more while they wait on FAL and fewer while they load
+the GIL; local generators' steps no more than the cores."""
 
+import os
 import threading
 import time
 
@@ -93,3 +95,42 @@ class StepLimit:
         elif load < IDLE and self._held_back:
             self.limit = min(self.most, self.limit + 1)
         self._window_start, self._window_cpu, self._held_back = now, 0.0, False
+
+
+def usable_cores():
+    """Return how many CPU cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+class LocalSlots:
+    """Local generators' running steps against a fixed number of slots.
+
+    Local steps are CPU work: more at once than cores gain nothing, while each holds a pool
+    thread that FAL steps and conversions wait for, and a large image's worth of memory. One
+    pool thread is always left to them.
+    """
+
+    def __init__(self, pool_size):
+        self.slots = max(1, min(pool_size - 1, usable_cores()))
+        self._running = 0
+        self._lock = threading.Lock()
+        # At the last look, due local work waited for a slot: an ending step wakes the dispatcher.
+        self.waited = False
+
+    def free(self):
+        """Return how many more local steps may start now."""
+        with self._lock:
+            return self.slots - self._running
+
+    def begin(self):
+        """Count a local step that is about to start."""
+        with self._lock:
+            self._running += 1
+
+    def end(self):
+        """Count a local step that ended; return True if due local work waits for its slot."""
+        with self._lock:
+            self._running -= 1
+        return self.waited

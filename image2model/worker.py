@@ -1,7 +1,6 @@
 """The dispatcher: claims due generations in SQLite and runs their next step on the pool."""
 
 import logging
-import os
 import threading
 import time
 
@@ -9,7 +8,7 @@ from image2model import claims, events, jobs
 from image2model.held import HeldSteps
 from image2model.pool import get_pool
 from image2model.runs import GenerationRun
-from image2model.step_limit import WINDOW, StepLimit, cpu_reader
+from image2model.step_limit import WINDOW, LocalSlots, StepLimit, cpu_reader
 
 logger = logging.getLogger(__name__)
 
@@ -17,36 +16,6 @@ logger = logging.getLogger(__name__)
 # retrying for minutes) is never claimed a second time while it still runs.
 RENEW_EVERY = 30.0
 IDLE_WAIT = 30.0
-
-# A pass reads unfinished generations only, through generations_by_state: the table keeps every
-# generation ever made, and a pass must not scan it.
-IN_FLIGHT_COUNT = (
-    "SELECT COUNT(*) FROM generations g JOIN jobs j USING (job_id)"
-    " WHERE j.model_type = 'tripo3d' AND (g.state IN (?, ?, ?)"
-    " OR (g.state = 'queued' AND g.claimed_by IS NOT NULL AND g.lease_until >= ?))"
-)
-DUE_UNCLAIMED = (
-    "SELECT g.id, g.state, j.model_type FROM generations g JOIN jobs j USING (job_id)"
-    " WHERE g.state IN (?, ?, ?, ?) AND g.next_run_at <= ?"
-    " AND (g.claimed_by IS NULL OR g.lease_until < ?) ORDER BY g.next_run_at, g.id"
-)
-NEXT_DUE = (
-    "SELECT MIN(CASE WHEN g.claimed_by IS NOT NULL"
-    " OR (g.state = 'queued' AND j.model_type = ?) OR j.model_type = ? THEN g.deadline_at"
-    " ELSE MIN(g.next_run_at, g.deadline_at) END)"
-    " FROM generations g JOIN jobs j USING (job_id) WHERE g.state IN (?, ?, ?, ?)"
-)
-OVERDUE = (
-    "SELECT g.*, j.model_type FROM generations g JOIN jobs j USING (job_id)"
-    " WHERE g.state IN (?, ?, ?, ?) AND g.deadline_at < ?"
-)
-
-
-def usable_cores():
-    """Return how many CPU cores this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 class Dispatcher:
@@ -66,12 +35,7 @@ class Dispatcher:
         # Inline mode (no threads) runs every due step at once, as the tests expect: neither
         # FAL steps nor local ones are limited there.
         self.limit = StepLimit(self.pool.size) if self.pool.size else None
-        # Local steps are CPU work: more at once than cores gain nothing, while each holds a
-        # pool thread that FAL steps wait for, and a large image's worth of memory.
-        self.local_slots = min(self.pool.size, usable_cores()) or None
-        self._local_running = 0
-        self._local_lock = threading.Lock()
-        self._local_full = False  # at the last look: due local work waits for a running step
+        self.local_slots = LocalSlots(self.pool.size) if self.pool.size else None
         self._alarm = threading.Event()
         self._look_in_database = True
         self._database_due_at = 0.0
@@ -81,7 +45,7 @@ class Dispatcher:
 
     def start(self):
         """Release dead owners' claims and start dispatching."""
-        self.release_dead_claims()
+        claims.release_dead_owners(self.connections.get())
         if self.pool.size == 0:
             return  # inline mode: tests call run_due() themselves
         self._thread = threading.Thread(
@@ -108,13 +72,6 @@ class Dispatcher:
                 logger.exception("Dispatcher pass failed")
                 wait = 1.0
             self._alarm.wait(timeout=max(0.0, wait))
-
-    def release_dead_claims(self):
-        """Free claims held by processes of this host that no longer exist."""
-        conn = self.connections.get()
-        for owner in filter(claims.owner_is_dead, claims.owners(conn)):
-            claims.give_back_all(conn, owner)
-            logger.info("Released claims of dead worker %s", owner)
 
     def run_due(self):
         """Fail overdue generations, start due ones; return seconds until the next due time."""
@@ -164,15 +121,13 @@ class Dispatcher:
         self.renew_leases(conn, now)
         self.expire_overdue(conn, now)
         # A queued generation being submitted right now (claimed) counts as in flight too.
-        in_flight = conn.execute(IN_FLIGHT_COUNT, (*jobs.IN_FLIGHT, now)).fetchone()[0]
+        in_flight = conn.execute(jobs.IN_FLIGHT_COUNT, (*jobs.IN_FLIGHT, now)).fetchone()[0]
         free_submits = max(0, int(self.app.config["MAX_FAL_IN_FLIGHT"]) - in_flight)
-        self._local_full = True  # likewise for a local step ending during this pass
-        with self._local_lock:
-            free_local = (
-                None if self.local_slots is None else self.local_slots - self._local_running
-            )
-        rows = conn.execute(DUE_UNCLAIMED, (*jobs.UNFINISHED, now, now)).fetchall()
-        chosen, fal_steps = [], set()
+        if self.local_slots is not None:
+            self.local_slots.waited = True  # likewise for a local step ending during this pass
+        free_local = self.local_slots.free() if self.local_slots is not None else None
+        rows = conn.execute(jobs.DUE_UNCLAIMED, (*jobs.UNFINISHED, now, now)).fetchall()
+        chosen, fal_steps, local_chosen, local_waits = [], set(), 0, False
         for row in rows:
             if row["model_type"] == "tripo3d":
                 if row["state"] == "queued":
@@ -181,24 +136,30 @@ class Dispatcher:
                     free_submits -= 1
                 fal_steps.add(row["id"])
             elif free_local is not None:
-                if free_local <= 0:
+                if local_chosen >= free_local:
+                    local_waits = True
                     continue
-                free_local -= 1
+                local_chosen += 1
             chosen.append(row["id"])
+        local_taken = 0
         for generation_id in claims.take(conn, self.identity, chosen, now):
             if generation_id in fal_steps:
                 # FAL steps take turns under the step limit, the earliest due first.
                 self.held.add(now, generation_id)
             else:
                 self.start_local_step(generation_id)
+                local_taken += 1
         self._cap_reached = free_submits == 0
-        self._local_full = free_local is not None and free_local <= 0
+        # Slots meant for rows another process took meanwhile are free: the waiting rows are due.
+        local_full = local_waits and local_taken == local_chosen
+        if self.local_slots is not None:
+            self.local_slots.waited = local_full
         blocked_fal = "tripo3d" if self._cap_reached else ""
-        blocked_local = "relief" if self._local_full else ""
+        blocked_local = "relief" if local_full else ""
         # Claimed work, and work blocked by the FAL cap or by busy local slots, is woken by a
         # release, not a timer; every unfinished generation's deadline still counts.
         upcoming = conn.execute(
-            NEXT_DUE, (blocked_fal, blocked_local, *jobs.UNFINISHED)
+            jobs.NEXT_DUE, (blocked_fal, blocked_local, *jobs.UNFINISHED)
         ).fetchone()[0]
         wait = IDLE_WAIT if upcoming is None else max(0.01, upcoming - time.time())
         return min(wait, IDLE_WAIT, RENEW_EVERY)
@@ -212,7 +173,7 @@ class Dispatcher:
 
     def expire_overdue(self, conn, now):
         """Fail every unfinished generation past its deadline with TIMEOUT."""
-        overdue = conn.execute(OVERDUE, (*jobs.UNFINISHED, now)).fetchall()
+        overdue = conn.execute(jobs.OVERDUE, (*jobs.UNFINISHED, now)).fetchall()
         for row in overdue:
             message = "The generation did not finish before its deadline"
             # A step still running keeps its claim until it ends, so the job is not deleted
@@ -232,28 +193,24 @@ class Dispatcher:
                     self.pool.submit(cancel, self.app, row)
 
     def start_local_step(self, generation_id):
-        """Run a local generator's step on the pool, counted against the local slots."""
-        with self._local_lock:
-            self._local_running += 1
+        """Run a local generator's step on the pool, in one of the local slots (if limited)."""
+        if self.local_slots is None:
+            self.pool.submit(self.run_step, generation_id)
+            return
+        self.local_slots.begin()
         try:
             self.pool.submit(self.run_local_step, generation_id)
         except BaseException:
-            self.local_step_ended()
+            self.local_slots.end()
             raise
 
     def run_local_step(self, generation_id):
-        """Run a local step, then free its slot."""
+        """Run a local step, then free its slot, waking the dispatcher if work waits for it."""
         try:
             self.run_step(generation_id)
         finally:
-            self.local_step_ended()
-
-    def local_step_ended(self):
-        """Free a local slot; wake the dispatcher if due local work waits for one."""
-        with self._local_lock:
-            self._local_running -= 1
-        if self._local_full:
-            self.wake()
+            if self.local_slots.end():
+                self.wake()
 
     def run_limited_step(self, generation_id, due_at):
         """Run a FAL step counted by the step limit, then let a held-back one start."""

@@ -4,7 +4,8 @@ import time
 
 import pytest
 
-from image2model import claims, db, jobs, worker
+from image2model import claims, db, jobs, step_limit, worker
+from image2model.step_limit import LocalSlots
 from tests import images
 from tests.conftest import USER_KEY, bearer
 
@@ -45,7 +46,11 @@ def test_claims_of_dead_processes_on_this_host_are_released(app, client):
     dead_owner = f"{claims.worker_identity().rsplit(':', 2)[0]}:999999:1.000"
     set_columns(app, claimed_by=dead_owner, lease_until=time.time() + 3600)
     dispatcher = worker.get_dispatcher(app)
-    dispatcher.release_dead_claims()
+    conn = db.connect(db.database_path(app))
+    try:
+        claims.release_dead_owners(conn)
+    finally:
+        conn.close()
     assert generation_rows(app)[0]["claimed_by"] is None
     assert not claims.owner_is_dead(dispatcher.identity)
 
@@ -360,7 +365,7 @@ def test_log_lines_alone_add_log_events_but_no_repeated_progress_event(app, clie
 
 @pytest.mark.parametrize("query", ["IN_FLIGHT_COUNT", "DUE_UNCLAIMED", "NEXT_DUE", "OVERDUE"])
 def test_a_dispatcher_pass_reads_unfinished_generations_through_their_index(app, query):
-    sql = getattr(worker, query)
+    sql = getattr(jobs, query)
     conn = db.connect(db.database_path(app))
     try:
         plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", [0] * sql.count("?"))]
@@ -372,7 +377,9 @@ def test_a_dispatcher_pass_reads_unfinished_generations_through_their_index(app,
 
 def test_local_steps_run_no_more_at_once_than_their_slots(app, client, monkeypatch):
     dispatcher = worker.get_dispatcher(app)
-    monkeypatch.setattr(dispatcher, "local_slots", 2)
+    slots = LocalSlots(8)
+    slots.slots = 2
+    monkeypatch.setattr(dispatcher, "local_slots", slots)
     started = []  # steps handed to the pool, not yet run
     monkeypatch.setattr(dispatcher.pool, "submit", lambda fn, *args: started.append((fn, args)))
     wakes = []
@@ -400,3 +407,29 @@ def test_without_threads_local_steps_are_not_limited(app, client):
     images.uploaded(client, [(f"{n}.png", images.png()) for n in range(3)], model_type="relief")
     worker.get_dispatcher(app).run_due()
     assert [row["state"] for row in generation_rows(app)] == ["completed"] * 3
+
+
+def test_slots_meant_for_rows_another_process_took_are_filled_at_once(app, client, monkeypatch):
+    dispatcher = worker.get_dispatcher(app)
+    slots = LocalSlots(8)
+    slots.slots = 2
+    monkeypatch.setattr(dispatcher, "local_slots", slots)
+    monkeypatch.setattr(dispatcher.pool, "submit", lambda fn, *args: None)
+    images.uploaded(client, [(f"{n}.png", images.png()) for n in range(3)], model_type="relief")
+    take = claims.take
+    # Another process claims the second row between this pass's read and its claims.
+    monkeypatch.setattr(
+        claims, "take", lambda conn, owner, ids, now: take(conn, owner, ids[:1], now)
+    )
+    wait = dispatcher.run_due_in_database()
+    assert wait < 1 and not slots.waited  # the third is due: the next pass gives it the slot
+
+
+@pytest.mark.parametrize(
+    ("pool_size", "cores", "slots"), [(8, 2, 2), (8, 1, 1), (8, 16, 7), (1, 4, 1), (2, 4, 1)]
+)
+def test_local_slots_are_the_cores_but_leave_the_pool_a_thread(
+    monkeypatch, pool_size, cores, slots
+):
+    monkeypatch.setattr(step_limit, "usable_cores", lambda: cores)
+    assert LocalSlots(pool_size).slots == slots
