@@ -3,7 +3,7 @@
 import json
 import logging
 
-from flask import jsonify
+from flask import g, jsonify
 from gunicorn import util as gunicorn_util
 from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import HTTPException
@@ -64,6 +64,9 @@ def error_response(code, message, details=None, status=400, headers=None):
 
 def handle_api_error(error):
     """Render an ApiError."""
+    if "Retry-After" in error.headers:
+        # flask-limiter raises every Retry-After to its window's reset; this one is ours.
+        g.own_retry_after = error.headers["Retry-After"]
     return error_response(error.code, error.message, error.details, error.status, error.headers)
 
 

@@ -1,6 +1,6 @@
 """Rate limits with flask-limiter, keyed by API key owner (client address when there is none)."""
 
-from flask import current_app
+from flask import current_app, g
 from flask_limiter import Limit, Limiter
 from flask_limiter.util import get_remote_address
 
@@ -20,9 +20,13 @@ def configured_limits():
     return current_app.config["RATELIMIT_DEFAULT"]
 
 
-def drop_needless_retry_after(response):
-    """Remove Retry-After from responses that are not refusals (flask-limiter adds it to all)."""
-    if response.status_code not in (429, 503):
+def settle_retry_after(response):
+    """Keep Retry-After on refusals only, as the app set it (flask-limiter adds it to every
+    response, and raises the app's own to its window's reset)."""
+    own = g.get("own_retry_after")
+    if own is not None:
+        response.headers["Retry-After"] = own
+    elif response.status_code not in (429, 503):
         response.headers.pop("Retry-After", None)
     return response
 
@@ -39,7 +43,7 @@ def init_app(app):
         finalized=False,
     )
     # Registered first so that it runs after the limiter's own header hook.
-    app.after_request(drop_needless_retry_after)
+    app.after_request(settle_retry_after)
     limiter = Limiter(key_func=rate_limit_key, headers_enabled=True, default_limits=[per_key])
     limiter.init_app(app)
     app.extensions["image2model.limiter"] = limiter

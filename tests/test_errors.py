@@ -102,6 +102,10 @@ def app(app):
     def api_error():
         raise ApiError("FAL_API_ERROR", "FAL said no", {"attempt": 1}, status=502)
 
+    @failing.get("/busy")
+    def busy():
+        raise ApiError("SERVICE_UNAVAILABLE", "Busy", {}, 503, headers={"Retry-After": "5"})
+
     app.register_blueprint(failing, url_prefix="/_test")
     return app
 
@@ -202,3 +206,9 @@ def test_options_on_admin_routes_is_not_an_error(client, path):
 def test_health_without_trailing_slash_answers_json(client):
     response = client.get("/api/v1/health")
     assert response.status_code == 200 and response.get_json()["status"] == "healthy"
+
+
+def test_the_apps_own_retry_after_is_kept(client):
+    response = client.get("/_test/busy")
+    assert_envelope(response, 503, "SERVICE_UNAVAILABLE")
+    assert response.headers["Retry-After"] == "5"  # not the rate limit window's reset
