@@ -105,7 +105,8 @@ def write_server_error(sock, status, reason, message):
     It replaces gunicorn.util.write_error, which writes an HTML page: gunicorn answers these
     before the app sees the request, and has no other hook for them.
     """
-    code = CODES_BY_STATUS.get(status, "PROCESSING_ERROR" if status >= 500 else "VALIDATION_ERROR")
+    # All but gunicorn's 500 (its own configuration) are the client's fault, 501 included.
+    code = {413: "FILE_TOO_LARGE", 500: "PROCESSING_ERROR"}.get(status, "VALIDATION_ERROR")
     text = f"{reason}: {message}" if message else reason
     body = json.dumps({"detail": {"code": code, "message": text, "details": {}}})
     head = (

@@ -140,12 +140,20 @@ def check_for_generator(model_type, sources, options):
         )
 
 
+def visible_in_a_name(character):
+    """Return False for characters a file name must not keep: controls, line and paragraph
+    separators, and format characters other than the joiners some scripts spell with."""
+    # They would reach responses, logs and download names, where they break lines or disguise
+    # the name (a right-to-left override).
+    if character in "\u200c\u200d":  # zero-width non-joiner and joiner: Persian, emoji
+        return True
+    return unicodedata.category(character) not in ("Cc", "Cf", "Zl", "Zp")
+
+
 def original_name(upload, index):
     """Return the client's file name without any directory part or invisible characters."""
     name = os.path.basename((upload.filename or "").replace("\\", "/"))
-    # Control and format characters (NUL, line breaks, right-to-left overrides) would reach
-    # responses, logs and download names, where they break lines or disguise the name.
-    name = "".join(c for c in name if unicodedata.category(c) not in ("Cc", "Cf")).strip()
+    name = "".join(c for c in name if visible_in_a_name(c)).strip()
     return name[:255] or f"image-{index + 1}"
 
 

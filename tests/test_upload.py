@@ -403,6 +403,8 @@ def test_relief_options_are_stored_with_the_job(app, client):
         ("tab\there.png", "tabhere.png"),
         ("\u202egnp.evil", "gnp.evil"),
         ("\x00\x01", "image-1"),
+        ("line\u2028break.png", "linebreak.png"),
+        ("\u0645\u06cc\u200c\u0631\u0648\u062f.png", "\u0645\u06cc\u200c\u0631\u0648\u062f.png"),
     ],
 )
 def test_filename_with_path_parts_is_kept_by_basename_only(
