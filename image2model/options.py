@@ -76,12 +76,19 @@ def relief_options(fields):
     """Return the relief generator's options as a dict."""
     from image2model.generators.relief import ReliefInputError, parse_relief_options
 
+    problems, parsed, texture = {}, None, None
     try:
         parsed = parse_relief_options(fields)
     except ReliefInputError as error:
-        raise ApiError("VALIDATION_ERROR", "Invalid relief options", error.details) from None
+        problems.update(error.details)
+    try:
+        texture = texture_choice(fields)
+    except ApiError as error:
+        problems[next(iter(error.details))] = error.message  # the field comes first
+    if problems:
+        raise ApiError("VALIDATION_ERROR", "Invalid relief options", problems)
     # The relief's texture is the image itself: any texture but "no" is the same one.
-    return dataclasses.asdict(dataclasses.replace(parsed, textured=texture_choice(fields) != "no"))
+    return dataclasses.asdict(dataclasses.replace(parsed, textured=texture != "no"))
 
 
 def parse(chosen_model, fields):

@@ -267,6 +267,13 @@ def test_bad_options_are_400(app, client, chair, model_type, extra, field):
     assert job_counts(app) == before
 
 
+def test_relief_reports_every_bad_option_at_once(app, client, chair):
+    body = {"file_id": chair, "model_type": "relief", "face_limit": 5, "quality": "ultra"}
+    details = assert_envelope(generate(client, body), 400, "VALIDATION_ERROR")["details"]
+    assert set(details) == {"face_limit", "quality"}
+    assert "quality must be one of" in details["quality"]
+
+
 @pytest.mark.parametrize(
     ("extra", "textured"),
     [

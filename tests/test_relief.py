@@ -102,14 +102,34 @@ def test_bounds_follow_width_aspect_depth_and_base(tmp_path):
     assert mesh.extents == pytest.approx([0.080, 0.080 * 200 / 300, 0.0045], rel=1e-5)
 
 
-@pytest.mark.parametrize("mode", ["RGB", "RGBA", "P"])
-def test_a_large_png_is_shrunk_early_and_keeps_its_picture(tmp_path, mode):
+@pytest.mark.parametrize(
+    ("mode", "colour_key", "reduced_by"),
+    [("RGB", False, 2), ("RGBA", False, 2), ("P", False, None), ("RGB", True, None)],
+    ids=["rgb", "rgba", "palette", "colour key"],
+)
+def test_a_large_png_is_shrunk_early_and_keeps_its_picture(
+    tmp_path, monkeypatch, mode, colour_key, reduced_by
+):
     image = Image.new("RGB", (4200, 3000), (20, 40, 200))
     ImageDraw.Draw(image).rectangle((0, 0, 2099, 2999), fill=(230, 200, 30))  # left half yellow
+    ImageDraw.Draw(image).rectangle((0, 0, 99, 99), fill=(255, 0, 255))  # the key colour
+    extra = {"transparency": (255, 0, 255)} if colour_key else {}
     if mode == "RGBA":
         image.putalpha(255)
-    image.convert(mode).save(tmp_path / "large.png", compress_level=1)
+    image.convert(mode).save(tmp_path / "large.png", compress_level=1, **extra)
+    full_size_reductions = []
+    reduce = Image.Image.reduce
+
+    def spy(self, factor, *args):
+        if self.size == (4200, 3000):
+            full_size_reductions.append(factor)
+        return reduce(self, factor, *args)
+
+    monkeypatch.setattr(Image.Image, "reduce", spy)
     result = build_relief(tmp_path / "large.png", ReliefOptions(face_limit=2000))
+    # Palette indices and a colour key cannot be averaged: those decode whole, as before.
+    # (An RGBA reduce calls itself again on the premultiplied image: the first call is ours.)
+    assert full_size_reductions[:1] == ([reduced_by] if reduced_by else [])
     texture = load(result.glb).visual.material.baseColorTexture.convert("RGB")
     assert texture.size == (2048, 1463)
     assert texture.getpixel((500, 700)) == pytest.approx((230, 200, 30), abs=8)

@@ -263,7 +263,10 @@ def _open_upright(image_path) -> Image.Image:
                 opened.draft(None, draft_size)
             opened.load()
             image = opened
-            if image.mode in _REDUCIBLE_MODES and max(image.size) >= 2 * MAX_TEXTURE_SIDE:
+            # Not with a colour key ("transparency"): averaging first would blend the key colour
+            # into opaque edge pixels before it turns into alpha.
+            reducible = image.mode in _REDUCIBLE_MODES and "transparency" not in image.info
+            if reducible and max(image.size) >= 2 * MAX_TEXTURE_SIDE:
                 # A large PNG cannot decode scaled: shrink it by whole pixels at once, before
                 # the copies that turning and converting make, so that they stay small.
                 image = image.reduce(max(image.size) // MAX_TEXTURE_SIDE)
