@@ -7,6 +7,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 
 import pytest
@@ -169,3 +170,26 @@ def test_a_client_cannot_choose_its_own_address(tmp_path, behind_nginx):
     ]
     # Every request counts against the one real address, whatever the client claims.
     assert statuses == [401, 401, 401, 429]
+
+
+def test_nginx_refusals_are_in_the_envelope_too(tmp_path, behind_nginx):
+    server = LiveServer(tmp_path / "instance", env={"IMAGE2MODEL_API_KEYS": USER_KEY})
+    proxy = behind_nginx(server)
+    head = (
+        "POST /api/v1/upload/ HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+        f"boundary=B\r\nContent-Length: {300 * 2**20}\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        reply = b"".join(iter(lambda: sock.recv(65536), b"")).decode("latin-1")
+    headers, _, body = reply.partition("\r\n\r\n")
+    assert headers.startswith("HTTP/1.1 413") and "application/json" in headers
+    assert json.loads(body)["detail"]["code"] == "FILE_TOO_LARGE"
+    too_long = requests.get(proxy.url("/api/v1/models/job/" + "j" * 9000), timeout=10)
+    assert too_long.status_code == 414
+    assert too_long.json()["detail"]["code"] == "VALIDATION_ERROR"
+
+    server.stop()  # nginx stays, with nothing behind it
+    response = requests.get(proxy.url("/api/v1/health/liveness"), timeout=10)
+    assert response.status_code == 503 and response.headers["Retry-After"] == "5"
+    assert response.json()["detail"]["code"] == "SERVICE_UNAVAILABLE"
