@@ -21,12 +21,12 @@ def configured_limits():
 
 
 def settle_retry_after(response):
-    """Keep Retry-After on refusals only, as the app set it (flask-limiter adds it to every
-    response, and raises the app's own to its window's reset)."""
+    """Keep Retry-After where the app set it, and the limiter's on its own 429s only
+    (flask-limiter adds its window's reset to every response, over the app's own)."""
     own = g.get("own_retry_after")
     if own is not None:
         response.headers["Retry-After"] = own
-    elif response.status_code not in (429, 503):
+    elif response.status_code != 429:
         response.headers.pop("Retry-After", None)
     return response
 

@@ -109,7 +109,7 @@ class LocalSlots:
 
     Local steps are CPU work: more at once than cores gain nothing, while each holds a pool
     thread that FAL steps and conversions wait for, and a large image's worth of memory. One
-    pool thread is always left to them.
+    pool thread is left to them, unless the pool has only one.
     """
 
     def __init__(self, pool_size):

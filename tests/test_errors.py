@@ -106,6 +106,10 @@ def app(app):
     def busy():
         raise ApiError("SERVICE_UNAVAILABLE", "Busy", {}, 503, headers={"Retry-After": "5"})
 
+    @failing.get("/stopping")
+    def stopping():
+        raise ApiError("SERVICE_UNAVAILABLE", "Shutting down", {}, 503)
+
     app.register_blueprint(failing, url_prefix="/_test")
     return app
 
@@ -212,3 +216,9 @@ def test_the_apps_own_retry_after_is_kept(client):
     response = client.get("/_test/busy")
     assert_envelope(response, 503, "SERVICE_UNAVAILABLE")
     assert response.headers["Retry-After"] == "5"  # not the rate limit window's reset
+
+
+def test_a_refusal_without_its_own_retry_after_gets_none(client):
+    response = client.get("/_test/stopping")
+    assert_envelope(response, 503, "SERVICE_UNAVAILABLE")
+    assert "Retry-After" not in response.headers  # the rate limit's window says nothing here

@@ -59,7 +59,7 @@ class NginxProxy:
         site = (REPO / "deploy" / "nginx.conf").read_text()
         for old, new in (
             ("server 127.0.0.1:8000;", f"server 127.0.0.1:{self.upstream_port};"),
-            ("listen 80;", f"listen 127.0.0.1:{self.port};"),
+            ("listen 80 default_server;", f"listen 127.0.0.1:{self.port} default_server;"),
         ):
             assert site.count(old) == 1, old
             site = site.replace(old, new)
@@ -188,6 +188,12 @@ def test_nginx_refusals_are_in_the_envelope_too(tmp_path, behind_nginx):
     too_long = requests.get(proxy.url("/api/v1/models/job/" + "j" * 9000), timeout=10)
     assert too_long.status_code == 414
     assert too_long.json()["detail"]["code"] == "VALIDATION_ERROR"
+    big_header = requests.get(proxy.url("/"), headers={"X-Big": "b" * 9000}, timeout=10)
+    assert big_header.status_code == 400
+    assert big_header.json()["detail"]["code"] == "VALIDATION_ERROR"
+    trace = requests.request("TRACE", proxy.url("/api/v1/models/available"), timeout=10)
+    assert trace.status_code == 405
+    assert trace.json()["detail"]["code"] == "METHOD_NOT_ALLOWED"
 
     server.stop()  # nginx stays, with nothing behind it
     response = requests.get(proxy.url("/api/v1/health/liveness"), timeout=10)

@@ -46,11 +46,7 @@ def test_claims_of_dead_processes_on_this_host_are_released(app, client):
     dead_owner = f"{claims.worker_identity().rsplit(':', 2)[0]}:999999:1.000"
     set_columns(app, claimed_by=dead_owner, lease_until=time.time() + 3600)
     dispatcher = worker.get_dispatcher(app)
-    conn = db.connect(db.database_path(app))
-    try:
-        claims.release_dead_owners(conn)
-    finally:
-        conn.close()
+    dispatcher.start()  # inline mode: releases them and returns
     assert generation_rows(app)[0]["claimed_by"] is None
     assert not claims.owner_is_dead(dispatcher.identity)
 
@@ -414,15 +410,44 @@ def test_slots_meant_for_rows_another_process_took_are_filled_at_once(app, clien
     slots = LocalSlots(8)
     slots.slots = 2
     monkeypatch.setattr(dispatcher, "local_slots", slots)
-    monkeypatch.setattr(dispatcher.pool, "submit", lambda fn, *args: None)
+    started = []
+    monkeypatch.setattr(dispatcher.pool, "submit", lambda fn, *args: started.append(args[0]))
     images.uploaded(client, [(f"{n}.png", images.png()) for n in range(3)], model_type="relief")
     take = claims.take
-    # Another process claims the second row between this pass's read and its claims.
+    # The second row is claimed by another process between this pass's read and its claims.
     monkeypatch.setattr(
         claims, "take", lambda conn, owner, ids, now: take(conn, owner, ids[:1], now)
     )
     wait = dispatcher.run_due_in_database()
     assert wait < 1 and not slots.waited  # the third is due: the next pass gives it the slot
+    monkeypatch.setattr(claims, "take", take)
+    dispatcher.run_due_in_database()  # (the other process let go of the second meanwhile)
+    assert started == [1, 2]  # the slot went on to the next row at once
+
+
+def test_a_local_step_ending_during_a_pass_wakes_the_dispatcher(app, client, monkeypatch):
+    dispatcher = worker.get_dispatcher(app)
+    slots = LocalSlots(8)
+    slots.slots = 1
+    monkeypatch.setattr(dispatcher, "local_slots", slots)
+    started = []
+    monkeypatch.setattr(dispatcher.pool, "submit", lambda fn, *args: started.append((fn, args)))
+    images.uploaded(client, [("a.png", images.png())], model_type="relief")
+    dispatcher.run_due_in_database()  # the one slot taken, nothing left waiting
+    assert len(started) == 1 and not slots.waited
+    images.uploaded(client, [("b.png", images.png())], model_type="relief")
+    take = claims.take
+
+    def take_after_the_first_ends(conn, owner, generation_ids, now):
+        fn, args = started.pop()
+        fn(*args)  # a pool thread ends the first build after this pass found no free slot
+        return take(conn, owner, generation_ids, now)
+
+    monkeypatch.setattr(claims, "take", take_after_the_first_ends)
+    wakes = []
+    monkeypatch.setattr(dispatcher, "wake", lambda: wakes.append(True))
+    dispatcher.run_due_in_database()
+    assert wakes  # the next pass gives the second build the freed slot
 
 
 @pytest.mark.parametrize(
