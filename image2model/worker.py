@@ -154,13 +154,10 @@ class Dispatcher:
         local_full = local_waits and local_taken == local_chosen
         if self.local_slots is not None:
             self.local_slots.waited = local_full
-        blocked_fal = "tripo3d" if self._cap_reached else ""
-        blocked_local = "relief" if local_full else ""
         # Claimed work, and work blocked by the FAL cap or by busy local slots, is woken by a
         # release, not a timer; every unfinished generation's deadline still counts.
-        upcoming = conn.execute(
-            jobs.NEXT_DUE, (blocked_fal, blocked_local, *jobs.UNFINISHED)
-        ).fetchone()[0]
+        blocked = ("tripo3d" if self._cap_reached else "", "relief" if local_full else "")
+        upcoming = conn.execute(jobs.NEXT_DUE, (*blocked, *jobs.UNFINISHED)).fetchone()[0]
         wait = IDLE_WAIT if upcoming is None else max(0.01, upcoming - time.time())
         return min(wait, IDLE_WAIT, RENEW_EVERY)
 

@@ -371,13 +371,20 @@ def test_a_dispatcher_pass_reads_unfinished_generations_through_their_index(app,
     assert any("generations_by_state" in step for step in plan), plan
 
 
-def test_local_steps_run_no_more_at_once_than_their_slots(app, client, monkeypatch):
-    dispatcher = worker.get_dispatcher(app)
+def with_local_slots(dispatcher, monkeypatch, count):
+    """Give the dispatcher `count` local slots and a pool that only keeps what it is handed;
+    return the slots and that list of `(fn, args)`."""
     slots = LocalSlots(8)
-    slots.slots = 2
+    slots.slots = count
     monkeypatch.setattr(dispatcher, "local_slots", slots)
     started = []  # steps handed to the pool, not yet run
     monkeypatch.setattr(dispatcher.pool, "submit", lambda fn, *args: started.append((fn, args)))
+    return slots, started
+
+
+def test_local_steps_run_no_more_at_once_than_their_slots(app, client, monkeypatch):
+    dispatcher = worker.get_dispatcher(app)
+    _slots, started = with_local_slots(dispatcher, monkeypatch, 2)
     wakes = []
     monkeypatch.setattr(dispatcher, "wake", lambda: wakes.append(True))
     images.uploaded(client, [(f"{n}.png", images.png()) for n in range(5)], model_type="relief")
@@ -407,11 +414,7 @@ def test_without_threads_local_steps_are_not_limited(app, client):
 
 def test_slots_meant_for_rows_another_process_took_are_filled_at_once(app, client, monkeypatch):
     dispatcher = worker.get_dispatcher(app)
-    slots = LocalSlots(8)
-    slots.slots = 2
-    monkeypatch.setattr(dispatcher, "local_slots", slots)
-    started = []
-    monkeypatch.setattr(dispatcher.pool, "submit", lambda fn, *args: started.append(args[0]))
+    slots, started = with_local_slots(dispatcher, monkeypatch, 2)
     images.uploaded(client, [(f"{n}.png", images.png()) for n in range(3)], model_type="relief")
     take = claims.take
     # The second row is claimed by another process between this pass's read and its claims.
@@ -422,16 +425,12 @@ def test_slots_meant_for_rows_another_process_took_are_filled_at_once(app, clien
     assert wait < 1 and not slots.waited  # the third is due: the next pass gives it the slot
     monkeypatch.setattr(claims, "take", take)
     dispatcher.run_due_in_database()  # (the other process let go of the second meanwhile)
-    assert started == [1, 2]  # the slot went on to the next row at once
+    assert [args[0] for _, args in started] == [1, 2]  # the slot went on to the next row at once
 
 
 def test_a_local_step_ending_during_a_pass_wakes_the_dispatcher(app, client, monkeypatch):
     dispatcher = worker.get_dispatcher(app)
-    slots = LocalSlots(8)
-    slots.slots = 1
-    monkeypatch.setattr(dispatcher, "local_slots", slots)
-    started = []
-    monkeypatch.setattr(dispatcher.pool, "submit", lambda fn, *args: started.append((fn, args)))
+    slots, started = with_local_slots(dispatcher, monkeypatch, 1)
     images.uploaded(client, [("a.png", images.png())], model_type="relief")
     dispatcher.run_due_in_database()  # the one slot taken, nothing left waiting
     assert len(started) == 1 and not slots.waited
