@@ -24,10 +24,12 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 
 def post_worker_init(worker):
-    """Answer unparsable requests in the API's envelope, keep secrets out of gunicorn's log, and
-    on SIGTERM first tell the app to stop (ending SSE streams) so the exit can be graceful."""
+    """Answer unparsable requests in the API's envelope, keep secrets out of gunicorn's log, on
+    SIGTERM first tell the app to stop (ending SSE streams) so the exit can be graceful, and
+    start the dispatcher and retention, which only the server runs."""
     from gunicorn import util
 
+    from image2model import worker as dispatching
     from image2model.errors import write_server_error
     from image2model.logs import redact_server_log
 
@@ -54,6 +56,8 @@ def post_worker_init(worker):
             previous(signum, frame)
 
     signal.signal(signal.SIGTERM, on_term)
+    # Only the server dispatches: the app alone (a CLI command, a shell) claims no work.
+    dispatching.start(worker.wsgi)
 
 
 def worker_exit(server, worker):

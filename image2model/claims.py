@@ -25,7 +25,12 @@ def owner_is_dead(owner):
     if host != socket.gethostname():
         return False  # another machine's claim expires by its lease
     try:
-        return f"{psutil.Process(int(pid_text)).create_time():.3f}" != started
+        process = psutil.Process(int(pid_text))
+        if f"{process.create_time():.3f}" != started:
+            return True  # the pid was reused
+        # A killed worker stays a zombie until its parent reaps it: after a crash its orphan
+        # waits for init, and in a container whose PID 1 never reaps, forever.
+        return process.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
     except (psutil.NoSuchProcess, ValueError):
         return True
 

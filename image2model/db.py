@@ -97,6 +97,10 @@ MIGRATIONS = [
     CREATE INDEX generations_by_preview ON generations (preview_file);
     CREATE INDEX jobs_by_batch ON jobs (batch_id);
     """,
+    # The claim holders, looked up on every check for dead owners without scanning the history.
+    """
+    CREATE INDEX generations_by_claim ON generations (claimed_by) WHERE claimed_by IS NOT NULL;
+    """,
 ]
 
 BUSY_TIMEOUT_MS = 10_000

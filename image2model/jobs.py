@@ -151,8 +151,17 @@ def summary(generations):
         "total_files": total,
         "completed_files": states.count("completed"),
         "failed_files": states.count("failed") + states.count("cancelled"),
-        "progress": round(sum(g["progress"] for g in generations) / total, 2) if total else 0.0,
+        "progress": overall_progress(states, [g["progress"] for g in generations]),
     }
+
+
+def overall_progress(states, progresses):
+    """Return the mean progress, a finished generation counting 100 (a finished set reads 100)."""
+    if not states:
+        return 0.0
+    # A failed file's last figure says how far it got, not how far the job is from done.
+    done = [100.0 if state in TERMINAL else p for state, p in zip(states, progresses, strict=True)]
+    return round(sum(done) / len(done), 2)
 
 
 def job_snapshot(conn, job_id):

@@ -270,7 +270,7 @@ def system_health(app):
 
 
 def init_app(app):
-    """Start the periodic retention thread (see `retention`)."""
+    """Set up the periodic retention thread (see `retention`); the server starts it."""
     from image2model import retention
 
     retention.init_app(app)

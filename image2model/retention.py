@@ -3,8 +3,6 @@
 import logging
 import threading
 
-import click
-
 from image2model import db
 from image2model.maintenance import cleanup
 
@@ -23,6 +21,9 @@ class Retention:
 
     def start(self):
         """Start the thread; its first run comes soon after start-up, then every interval."""
+        logger.info(
+            "Retention: every %s s, jobs finished more than %s h ago", self.interval, self.hours
+        )
         self._thread = threading.Thread(target=self.loop, name="image2model-retention", daemon=True)
         self._thread.start()
 
@@ -52,16 +53,11 @@ class Retention:
 
 
 def init_app(app):
-    """Start periodic retention unless disabled (interval 0), inline (pool size 0) or a CLI run."""
+    """Set up periodic retention (the server starts it) unless disabled or inline (pool size 0)."""
     hours = float(app.config["RETENTION_HOURS"])
     interval = float(app.config["RETENTION_INTERVAL"] or 0)
     if hours <= 0:
         raise ValueError("RETENTION_HOURS must be positive")
     if interval <= 0 or int(app.config["POOL_SIZE"]) == 0:
         return
-    if click.get_current_context(silent=True) is not None:
-        return  # a CLI command is no server: it runs no background cleanup
-    retention = Retention(app, hours, interval)
-    app.extensions["image2model.retention"] = retention
-    retention.start()
-    logger.info("Retention: every %s s, jobs finished more than %s h ago", interval, hours)
+    app.extensions["image2model.retention"] = Retention(app, hours, interval)

@@ -18,6 +18,7 @@ class GenerationRun:
         self.conn = conn
         self.row = row
         self.id = row["id"]
+        self.state = row["state"]  # as this step last moved it; `row` is as the step began
         self.options = json.loads(row["options"])
         self.release_fields = {}
         self.keep_claim = False
@@ -53,10 +54,9 @@ class GenerationRun:
             self.conn, self.id, state, progress, log_lines, **fields, **bookkeeping
         )
         self.ended = self.ended or (changed and state in jobs.TERMINAL)
-        if changed and state != row["state"]:
-            logger.info(
-                "Generation %s of %s: %s -> %s", self.id, row["job_id"], row["state"], state
-            )
+        if changed and state != self.state:
+            logger.info("Generation %s of %s: %s -> %s", self.id, row["job_id"], self.state, state)
+            self.state = state
         return self._notify(changed)
 
     def log(self, *messages, progress=None, **fields):

@@ -16,6 +16,9 @@ logger = logging.getLogger(__name__)
 # retrying for minutes) is never claimed a second time while it still runs.
 RENEW_EVERY = 30.0
 IDLE_WAIT = 30.0
+# How often claims are checked for owners of this host that died (a crashed process that was
+# still a zombie when this one started, or one that exited without giving them back).
+DEAD_OWNER_CHECK_EVERY = 5.0
 
 
 class Dispatcher:
@@ -42,10 +45,12 @@ class Dispatcher:
         self._cap_reached = False  # at the last look: queued FAL work waits for a release
         self._thread = None
         self._renewed_at = 0.0
+        self._dead_checked_at = 0.0
 
     def start(self):
         """Release dead owners' claims and start dispatching."""
         claims.release_dead_owners(self.connections.get())
+        self._dead_checked_at = time.time()
         if self.pool.size == 0:
             return  # inline mode: tests call run_due() themselves
         self._thread = threading.Thread(
@@ -69,6 +74,8 @@ class Dispatcher:
                 else:
                     wait = min(self._database_due_at - time.time(), self.run_held())
             except Exception:
+                if self.pool.stopping.is_set():
+                    break  # the pool refused a step because it stops: nothing failed
                 logger.exception("Dispatcher pass failed")
                 wait = 1.0
             self._alarm.wait(timeout=max(0.0, wait))
@@ -119,6 +126,9 @@ class Dispatcher:
         # place under the cap that this pass is about to find taken.
         self._cap_reached = True
         self.renew_leases(conn, now)
+        if now - self._dead_checked_at >= DEAD_OWNER_CHECK_EVERY:
+            claims.release_dead_owners(conn)
+            self._dead_checked_at = now
         self.expire_overdue(conn, now)
         # A queued generation being submitted right now (claimed) counts as in flight too.
         in_flight = conn.execute(jobs.IN_FLIGHT_COUNT, (*jobs.IN_FLIGHT, now)).fetchone()[0]
@@ -265,13 +275,23 @@ class Dispatcher:
 
 
 def init_app(app):
-    """Create and start the dispatcher with the generators this server has."""
+    """Create the dispatcher with the generators this server has; `start` sets it going."""
     from image2model.generators import fal_connection, local, tripo3d
 
     fal_connection.init_app(app)
-    dispatcher = Dispatcher(app, {"tripo3d": tripo3d, "relief": local})
-    app.extensions["image2model.dispatcher"] = dispatcher
-    dispatcher.start()
+    app.extensions["image2model.dispatcher"] = Dispatcher(app, {"tripo3d": tripo3d, "relief": local})
+
+
+def start(app):
+    """Start the server's background work: the dispatcher and periodic retention.
+
+    Only the server calls this (gunicorn's worker hook): a CLI command, a shell or a test that
+    builds the app must not claim generations it would then leave behind when it exits.
+    """
+    get_dispatcher(app).start()
+    retention = app.extensions.get("image2model.retention")
+    if retention is not None:
+        retention.start()
 
 
 def get_dispatcher(app):

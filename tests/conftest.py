@@ -41,6 +41,7 @@ def app_config(tmp_path, monkeypatch, request):
 def app(app_config):
     """Build an app on its own data folder."""
     application = create_app(app_config)
+    worker.start(application)  # as the server does: tests of the pipeline need the dispatcher
     yield application
     worker.shutdown(application)
 

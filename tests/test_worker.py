@@ -324,7 +324,9 @@ def test_the_next_poll_is_timed_from_when_this_one_was_due(app, late_by, expecte
     from image2model.runs import GenerationRun
 
     due_at = time.time() - late_by
-    run = GenerationRun(app, None, {"id": 1, "options": "{}", "next_run_at": 0.0}, due_at)
+    run = GenerationRun(
+        app, None, {"id": 1, "state": "processing", "options": "{}", "next_run_at": 0.0}, due_at
+    )
     run.poll_again(0.1)
     base = due_at if expected_from == "due" else run.began
     assert run.release_fields["next_run_at"] == pytest.approx(base + 0.1)
