@@ -279,7 +279,9 @@ def init_app(app):
     from image2model.generators import fal_connection, local, tripo3d
 
     fal_connection.init_app(app)
-    app.extensions["image2model.dispatcher"] = Dispatcher(app, {"tripo3d": tripo3d, "relief": local})
+    app.extensions["image2model.dispatcher"] = Dispatcher(
+        app, {"tripo3d": tripo3d, "relief": local}
+    )
 
 
 def start(app):
