@@ -101,6 +101,11 @@ MIGRATIONS = [
     """
     CREATE INDEX generations_by_claim ON generations (claimed_by) WHERE claimed_by IS NOT NULL;
     """,
+    # When a FAL submit was sent and its answer not yet stored: a crash in between leaves a
+    # request FAL may have accepted, which is never sent a second time.
+    """
+    ALTER TABLE generations ADD COLUMN submit_sent_at REAL;
+    """,
 ]
 
 BUSY_TIMEOUT_MS = 10_000

@@ -64,6 +64,10 @@ class GenerationRun:
         jobs.log(self.conn, self.id, messages, progress, **fields)
         self._notify(True)
 
+    def record(self, **fields):
+        """Store fields of a still-running generation at once; return False if it has ended."""
+        return jobs.log(self.conn, self.id, (), **fields)
+
     def run_again_in(self, seconds, **fields):
         """Schedule the next step; fields are written with the release of the claim."""
         self._schedule(time.time() + seconds, fields)

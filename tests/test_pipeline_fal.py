@@ -236,6 +236,25 @@ def test_crash_after_submit_resumes_without_paying_twice(tmp_path, fal):
     assert fal.submit_count == 3  # re-attached by request id, never submitted again
 
 
+def test_crash_between_submit_and_its_answer_is_never_submitted_again(tmp_path, fal):
+    fal.hang("submit", 30)  # FAL has the request; its answer never reaches the server
+    live = fal_server(tmp_path, fal).start()
+    upload = Client(live).upload([("held.png", png_bytes(1))], model_type="tripo3d")
+    fal.wait_for(lambda: fal.submit_count == 1, timeout=20)
+    live.kill()
+    fal.clear_faults()
+
+    restarted = fal_server(tmp_path, fal).start()
+    try:
+        job = Client(restarted).wait_job(upload["job_id"], timeout=30)
+    finally:
+        restarted.stop()
+    assert job["status"] == "failed" and job["progress"] == 100
+    assert job["errors"][0]["code"] == "FAL_API_ERROR"
+    assert "never paid for twice" in job["errors"][0]["message"]
+    assert fal.submit_count == 1
+
+
 def test_sigterm_leaves_jobs_resumable(tmp_path, fal):
     fal.latency = 3.0
     live = fal_server(tmp_path, fal).start()

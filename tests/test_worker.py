@@ -1,13 +1,19 @@
 """The dispatcher: claims, dead owners, deadlines, the step boundary, the in-flight cap."""
 
+import os
+import subprocess
+import sys
+import threading
 import time
 
+import psutil
 import pytest
 
-from image2model import claims, db, jobs, step_limit, worker
+from image2model import claims, create_app, db, jobs, step_limit, worker
 from image2model.step_limit import LocalSlots
 from tests import images
 from tests.conftest import USER_KEY, bearer
+from tests.live_server import wait_until
 
 
 def generation_rows(app):
@@ -49,6 +55,55 @@ def test_claims_of_dead_processes_on_this_host_are_released(app, client):
     dispatcher.start()  # inline mode: releases them and returns
     assert generation_rows(app)[0]["claimed_by"] is None
     assert not claims.owner_is_dead(dispatcher.identity)
+
+
+def owner_of(process):
+    """Return the claim owner string of another process of this host."""
+    host = claims.worker_identity().split(":", 1)[0]
+    return f"{host}:{process.pid}:{psutil.Process(process.pid).create_time():.3f}"
+
+
+def test_a_zombie_owner_is_dead_and_a_running_one_is_not():
+    # A SIGKILLed worker stays a zombie until its parent reaps it; the restarted server must not
+    # wait out the lease for it.
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
+    try:
+        owner = owner_of(child)
+        assert not claims.owner_is_dead(owner)
+        child.kill()
+        wait_until(
+            lambda: psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE, 10, message="zombie"
+        )
+        assert claims.owner_is_dead(owner)
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+        child.stdin.close()
+    assert claims.owner_is_dead(owner)  # reaped: gone
+
+
+def test_claims_of_an_owner_that_dies_later_are_released_by_a_pass(app, client, monkeypatch):
+    images.uploaded(client, [("a.png", images.png())])
+    dispatcher = worker.get_dispatcher(app)
+    dying = "dying-owner"
+    monkeypatch.setattr(claims, "owner_is_dead", lambda owner: owner == dying)
+    set_columns(app, claimed_by=dying, lease_until=time.time() + 3600)
+    dispatcher._dead_checked_at = time.time() - worker.DEAD_OWNER_CHECK_EVERY
+    dispatcher.run_due()
+    assert generation_rows(app)[0]["state"] == "completed"
+
+
+def test_the_app_alone_starts_no_background_work(app_config):
+    built = create_app({**app_config, "POOL_SIZE": 2, "RETENTION_INTERVAL": 60})
+    try:
+        dispatcher = worker.get_dispatcher(built)
+        assert dispatcher._thread is None
+        assert built.extensions["image2model.retention"]._thread is None
+        assert not [t for t in threading.enumerate() if t.name.startswith("image2model-")]
+    finally:
+        worker.shutdown(built)
 
 
 def test_overdue_generation_fails_with_timeout(app, client):
@@ -459,3 +514,26 @@ def test_local_slots_are_the_cores_but_leave_the_pool_a_thread(
 ):
     monkeypatch.setattr(step_limit, "usable_cores", lambda: cores)
     assert LocalSlots(pool_size).slots == slots
+
+
+def test_the_keys_cli_leaves_queued_work_alone(app, client):
+    # `flask keys list` while a job waits: the CLI builds the app with a real pool, which must
+    # neither claim nor build the job's files.
+    body = images.uploaded(client, [(f"{n}.png", images.png()) for n in range(3)])
+    env = {
+        **os.environ,
+        "IMAGE2MODEL_INSTANCE_PATH": app.instance_path,
+        "IMAGE2MODEL_POOL_SIZE": "4",
+    }
+    listed = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "image2model", "keys", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "Traceback" not in listed.stderr
+    rows = generation_rows(app)
+    assert [row["job_id"] for row in rows] == [body["job_id"]] * 3
+    assert all(row["state"] == "queued" and row["claimed_by"] is None for row in rows)

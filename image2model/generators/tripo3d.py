@@ -25,6 +25,10 @@ logger = logging.getLogger(__name__)
 MODEL_ID = "tripo3d/tripo/v2.5/image-to-3d"
 MAX_RESULT_BYTES = 512 * 1024 * 1024
 PERCENT = re.compile(r"(\d{1,3}(?:\.\d+)?)\s*%")
+INTERRUPTED_SUBMIT = (
+    "The server stopped after sending this image to FAL and before storing FAL's answer; it is"
+    " not sent again, so that it is never paid for twice"
+)
 
 
 class Retry(Exception):
@@ -38,10 +42,12 @@ class DownloadRefused(Exception):
 def step(run):
     """Advance a generation: submit it when queued, else poll it (re-attaching by request id)."""
     try:
-        if run.row["fal_request_id"] is None:
-            submit(run)
-        else:
+        if run.row["fal_request_id"] is not None:
             poll(run)
+        elif run.row["submit_sent_at"] is not None:
+            run.fail("FAL_API_ERROR", INTERRUPTED_SUBMIT)
+        else:
+            submit(run)
     except Exception as error:
         outcome = classify(error)
         if outcome is None:
@@ -56,7 +62,8 @@ def step(run):
             return
         delay = min(30.0, run.app.config["FAL_RETRY_BASE"] * 2 ** (attempts - 1))
         run.log(f"FAL error, retrying in {delay:.1f}s: {message}")
-        run.run_again_in(delay, attempts=attempts)
+        # FAL answered, or the submit never left: it was not accepted and may be sent again.
+        run.run_again_in(delay, attempts=attempts, submit_sent_at=None)
 
 
 def classify(error):
@@ -119,6 +126,9 @@ def submit(run):
     """Send the image and submit the request; store its id and URLs before anything else."""
     client = client_for(run.app)
     arguments = {"image_url": image_url(run, client), **run.options}
+    # Stored before sending: a crash before the answer is stored must not lead to a second one.
+    if not run.record(submit_sent_at=time.time()):
+        return  # it ended meanwhile (its deadline passed): nothing is sent
     handle = client.submit(MODEL_ID, arguments=arguments)
     stored = run.transition(
         "submitted",
