@@ -23,11 +23,11 @@ LOCK_STRIPES = 64
 DOWNLOAD_SUFFIXES = {"glb": ".glb", "obj": ".obj.zip", "ply": ".ply", "stl": ".stl"}
 
 
-def model_download(app, conn, job_id, principal, fmt, units, file_id=None):
+def model_download(app, conn, job_id, principal, fmt, units, file_id=None, filename=None):
     """Return the StoredFile of a job's model in fmt, converting it when the cache lacks it."""
     visible_job(conn, job_id, principal)
     generations = jobs.generations_of(conn, job_id)
-    generation = _chosen(job_id, generations, file_id)
+    generation = _chosen(job_id, generations, file_id, filename, fmt)
     model = next(m for g, m, _ in stored_files(app, generations) if g["id"] == generation["id"])
     if model is None:
         raise ApiError(
@@ -52,24 +52,48 @@ def model_download(app, conn, job_id, principal, fmt, units, file_id=None):
     return StoredFile(cache_path, os.path.basename(cache_path), mime_type, download_name)
 
 
-def _chosen(job_id, generations, file_id):
-    """Return the generation to download: file_id's, else the first completed one."""
+def _chosen(job_id, generations, file_id, filename, fmt):
+    """Return the generation to download: file_id's, else the one named `filename`, else the
+    only completed one; several completed and none chosen: 409 naming them."""
     if file_id is not None:
-        generation = next((g for g in generations if g["file_id"] == file_id), None)
-        if generation is None:
-            raise ApiError(
-                "NOT_FOUND",
-                "No such file in this job",
-                {"job_id": job_id, "file_id": file_id[:255]},
-                404,
-            )
+        chosen = [g for g in generations if g["file_id"] == file_id]
+        missing = {"job_id": job_id, "file_id": file_id[:255]}
+    elif filename is not None:
+        chosen = [g for g in generations if g["filename"] == filename]
+        missing = {"job_id": job_id, "file": filename[:255]}
     else:
-        generation = next((g for g in generations if g["state"] == "completed"), None)
-        if generation is None:
+        chosen = [g for g in generations if g["state"] == "completed"]
+        if not chosen:
             raise not_completed(job_id, generations)
+        missing = None
+    if not chosen:
+        raise ApiError("NOT_FOUND", "No such file in this job", missing, 404)
+    if len(chosen) > 1:
+        raise ApiError(
+            "CONFLICT",
+            f"This job has {len(chosen)} models{' of that name' if filename else ''}:"
+            " choose one with file_id",
+            {"job_id": job_id, "files": [_choice(job_id, g, fmt) for g in chosen]},
+            409,
+        )
+    generation = chosen[0]
     if generation["state"] != "completed":
         raise not_completed(job_id, generations, generation)
     return generation
+
+
+def _choice(job_id, generation, fmt):
+    """Return one file of a 409's list: its id, original name and where to download it."""
+    return {
+        "file_id": generation["file_id"],
+        "filename": generation["filename"],
+        "status": generation["state"],
+        "download_url": f"/api/v1/models/download/{job_id}?file_id={generation['file_id']}"
+        f"&format={fmt}",
+        "model_url": jobs.download_url(job_id, generation["result_file"])
+        if generation["result_file"]
+        else None,
+    }
 
 
 def _cache_path(app, job_id, name):

@@ -96,11 +96,12 @@ def _stored(app, generation, column, generations):
     except FileNotFoundError:
         return None
     extension = os.path.splitext(filename)[1].lower()
+    suffix = storage.PREVIEW_SUFFIX if column == "preview_file" else ""
     return StoredFile(
         path=path,
         filename=filename,
         mime_type=MIME_TYPES.get(extension, "application/octet-stream"),
-        download_name=download_stem(generation, generations) + extension,
+        download_name=download_stem(generation, generations) + suffix + extension,
     )
 
 
@@ -158,7 +159,8 @@ def job_file(app, conn, job_id, filename, principal):
             if stored is not None and stored.filename == filename:
                 return stored
     for generation in generations:
-        expected = {generation["result_stem"] + ext for ext in MIME_TYPES}
+        stem = generation["result_stem"]
+        expected = {stem + ".glb", *(storage.preview_name(stem, ext) for ext in MIME_TYPES)}
         if generation["state"] != "completed" and filename in expected:
             raise not_completed(job_id, generations, generation)
     raise ApiError("NOT_FOUND", "No such file", {"job_id": job_id, "filename": filename}, 404)

@@ -82,3 +82,14 @@ def choice(value, field, allowed, default=None):
             {field: value, "allowed": list(allowed)},
         )
     return value
+
+
+def known_query(allowed):
+    """Refuse query parameters outside `allowed`: a misspelt one must not be silently ignored."""
+    unknown = sorted(set(request.args) - set(allowed))
+    if unknown:
+        raise ApiError(
+            "VALIDATION_ERROR",
+            f"Unknown query parameter: {', '.join(unknown)}",
+            {"unknown": unknown, "allowed": list(allowed)},
+        )

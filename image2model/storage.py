@@ -5,6 +5,8 @@ import os
 import shutil
 
 DATA_DIRS = ("uploads", "results", "logs")
+# A preview is named apart from its model and from the upload it was made from (`chair.png`).
+PREVIEW_SUFFIX = ".preview"
 
 
 def data_dir(app, name):
@@ -62,6 +64,11 @@ def inside(base, *parts):
     if os.path.commonpath([base_real, candidate]) != base_real or candidate == base_real:
         raise UnsafePath("path leaves its directory")
     return candidate
+
+
+def preview_name(stem, extension):
+    """Return the stored name of a result's preview image (`chair.preview.webp`)."""
+    return f"{stem}{PREVIEW_SUFFIX}{extension}"
 
 
 def job_results_dir(app, job_id, create=False):

@@ -43,7 +43,7 @@ def test_a_completed_job_shows_files_states_and_timings(app, client):
     get(client, f"/api/v1/models/download/{job['job_id']}?format=stl")
     body = debug(client, job["job_id"]).get_json()
     assert body["job_id"] == job["job_id"] and body["found"] is True
-    assert body["files"] == [".cache/chair.stl-mm.stl", "chair.glb", "chair.png"]
+    assert body["files"] == [".cache/chair.stl-mm.stl", "chair.glb", "chair.preview.png"]
     metadata = body["metadata"]
     assert metadata["status"] == "completed" and metadata["model_type"] == "relief"
     assert metadata["owner"].startswith("env:") and metadata["task_id"] == job["task_id"]
@@ -96,7 +96,7 @@ def test_links_in_the_job_folder_are_not_listed(app, client):
     folder = Path(app.instance_path, "results", job["job_id"])
     (folder / "planted.glb").symlink_to(Path(app.instance_path, "image2model.sqlite3"))
     (folder / "planted-folder").symlink_to(Path(app.instance_path))
-    assert debug(client, job["job_id"]).get_json()["files"] == ["chair.glb", "chair.png"]
+    assert debug(client, job["job_id"]).get_json()["files"] == ["chair.glb", "chair.preview.png"]
 
 
 @pytest.mark.parametrize(

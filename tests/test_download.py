@@ -68,11 +68,11 @@ def test_all_lists_model_and_preview_with_urls(client, job):
     body = get(client, f"/api/v1/download/{job['job_id']}/all").get_json()
     base = f"/api/v1/download/{job['job_id']}"
     assert body["job_id"] == job["job_id"] and body["total_files"] == 2
-    assert body["download_urls"] == [f"{base}/chair.glb", f"{base}/chair.png"]
+    assert body["download_urls"] == [f"{base}/chair.glb", f"{base}/chair.preview.png"]
     model, preview = body["files"]
     assert model["filename"] == "chair.glb" and model["mime_type"] == "model/gltf-binary"
-    assert model["rendered_image"] == f"{base}/chair.png"
-    assert preview["filename"] == "chair.png" and preview["mime_type"] == "image/png"
+    assert model["rendered_image"] == f"{base}/chair.preview.png"
+    assert preview["filename"] == "chair.preview.png" and preview["mime_type"] == "image/png"
     assert preview["rendered_image"] is None
     for entry in body["files"]:
         stat = (job["dir"] / entry["filename"]).stat()
@@ -85,12 +85,12 @@ def test_all_never_lists_cache_temporary_or_stray_files(client, job):
     (job["dir"] / ".chair.glb.123.abc.part").write_bytes(b"partial")
     (job["dir"] / "notes.txt").write_bytes(b"stray")
     body = get(client, f"/api/v1/download/{job['job_id']}/all").get_json()
-    assert [entry["filename"] for entry in body["files"]] == ["chair.glb", "chair.png"]
+    assert [entry["filename"] for entry in body["files"]] == ["chair.glb", "chair.preview.png"]
     assert get(client, f"/api/v1/download/{job['job_id']}/notes.txt").status_code == 404
 
 
 @pytest.mark.parametrize(
-    "filename, mime_type", [("chair.glb", "model/gltf-binary"), ("chair.png", "image/png")]
+    "filename, mime_type", [("chair.glb", "model/gltf-binary"), ("chair.preview.png", "image/png")]
 )
 def test_stored_file_streams_with_type_and_attachment_name(client, job, filename, mime_type):
     response = get(client, f"/api/v1/download/{job['job_id']}/{filename}")
@@ -102,11 +102,13 @@ def test_stored_file_streams_with_type_and_attachment_name(client, job, filename
 
 
 def test_a_webp_preview_is_served_as_webp(app, client, job):
-    Image.open(job["dir"] / "chair.png").save(job["dir"] / "chair.webp", format="WEBP")
-    execute(app, "UPDATE generations SET preview_file = 'chair.webp'")
+    Image.open(job["dir"] / "chair.preview.png").save(
+        job["dir"] / "chair.preview.webp", format="WEBP"
+    )
+    execute(app, "UPDATE generations SET preview_file = 'chair.preview.webp'")
     body = get(client, f"/api/v1/download/{job['job_id']}/all").get_json()
     assert body["files"][1]["mime_type"] == "image/webp"
-    response = get(client, f"/api/v1/download/{job['job_id']}/chair.webp")
+    response = get(client, f"/api/v1/download/{job['job_id']}/chair.preview.webp")
     assert response.status_code == 200 and response.mimetype == "image/webp"
 
 
@@ -199,10 +201,10 @@ def test_all_is_a_listing_and_direct_all_is_a_file_name(client, job):
 
 def test_direct_finds_only_the_callers_files_and_refuses_to_guess(app, client, job):
     other = completed_job(app, client, ["chair.png"], key=OTHER_KEY)
-    mine = get(client, "/api/v1/download/direct/chair.png")
-    assert mine.data == (job["dir"] / "chair.png").read_bytes()
-    theirs = get(client, "/api/v1/download/direct/chair.png", key=OTHER_KEY)
-    assert theirs.data == (other["dir"] / "chair.png").read_bytes()
+    mine = get(client, "/api/v1/download/direct/chair.preview.png")
+    assert mine.data == (job["dir"] / "chair.preview.png").read_bytes()
+    theirs = get(client, "/api/v1/download/direct/chair.preview.png", key=OTHER_KEY)
+    assert theirs.data == (other["dir"] / "chair.preview.png").read_bytes()
     detail = assert_envelope(
         get(client, "/api/v1/download/direct/chair.glb", ADMIN_KEY), 409, "CONFLICT"
     )
@@ -269,7 +271,7 @@ def test_traversal_is_refused_on_every_endpoint(client, job, outside, template):
             assert response.status_code in (400, 404), (url, response.status_code)
             assert_refused(response)
     # a refused request leaves nothing behind, not even a cache folder
-    assert sorted(os.listdir(job["dir"])) == ["chair.glb", "chair.png"]
+    assert sorted(os.listdir(job["dir"])) == ["chair.glb", "chair.preview.png"]
 
 
 def test_a_link_out_planted_in_a_job_folder_is_never_followed(client, job, outside):
@@ -285,7 +287,7 @@ def test_a_link_out_planted_in_a_job_folder_is_never_followed(client, job, outsi
     ]:
         assert_refused(get(client, url))
     listed = get(client, f"/api/v1/download/{job['job_id']}/all").get_json()
-    assert [entry["filename"] for entry in listed["files"]] == ["chair.png"]
+    assert [entry["filename"] for entry in listed["files"]] == ["chair.preview.png"]
 
 
 def test_a_job_folder_linked_out_is_never_followed(client, job, outside):

@@ -184,7 +184,22 @@ def test_file_id_chooses_a_generation_of_a_multi_file_job(app, client):
     execute(app, "UPDATE generations SET state = 'failed' WHERE file_id = ?", blank)
     worker.get_dispatcher(app).run_due()
     base = f"/api/v1/models/download/{job['job_id']}?format=stl"
-    assert get(client, base).headers["Content-Disposition"] == "attachment; filename=chair.stl"
+    # Two models and no choice: a 409 that names them, never the first one in silence.
+    ambiguous = assert_envelope(get(client, base), 409, "CONFLICT")["details"]["files"]
+    assert [(f["file_id"], f["filename"]) for f in ambiguous] == [
+        (chair, "chair.png"),
+        (table, "table.png"),
+    ]
+    assert ambiguous[1]["download_url"] == f"{base.split('?')[0]}?file_id={table}&format=stl"
+    assert get(client, ambiguous[1]["download_url"]).status_code == 200
+    chosen_by_name = get(client, f"{base}&file=chair.png")
+    assert chosen_by_name.headers["Content-Disposition"] == "attachment; filename=chair.stl"
+    assert_envelope(get(client, f"{base}&file=lamp.png"), 404, "NOT_FOUND")
+    unknown = assert_envelope(get(client, f"{base}&fiel=chair.png"), 400, "VALIDATION_ERROR")
+    assert unknown["details"]["unknown"] == ["fiel"]
+    assert_envelope(
+        get(client, f"/api/v1/download/{job['job_id']}/chair.glb?file=x"), 400, "VALIDATION_ERROR"
+    )
     table_response = get(client, f"{base}&file_id={table}")
     assert table_response.headers["Content-Disposition"] == "attachment; filename=table.stl"
     detail = assert_envelope(get(client, f"{base}&file_id={blank}"), 409, "CONFLICT")
@@ -193,9 +208,9 @@ def test_file_id_chooses_a_generation_of_a_multi_file_job(app, client):
     listed = get(client, f"/api/v1/download/{job['job_id']}/all").get_json()
     assert [entry["filename"] for entry in listed["files"]] == [
         "chair.glb",
-        "chair.png",
+        "chair.preview.png",
         "table.glb",
-        "table.png",
+        "table.preview.png",
     ]
     assert_envelope(get(client, f"/api/v1/download/{job['job_id']}/blank.glb"), 409, "CONFLICT")
 

@@ -59,7 +59,7 @@ def test_three_images_to_completion_with_progress_and_sse(server, fal):
 
     results = server.instance_path / "results" / upload["job_id"]
     assert sorted(os.listdir(results)) == sorted(
-        [f"chair-{n}.glb" for n in range(3)] + [f"chair-{n}.webp" for n in range(3)]
+        [f"chair-{n}.glb" for n in range(3)] + [f"chair-{n}.preview.webp" for n in range(3)]
     )
     assert len(trimesh.load(results / "chair-0.glb", file_type="glb").geometry) >= 1
 

@@ -50,7 +50,7 @@ def test_relief_is_the_default_and_builds_a_solid(tmp_path, monkeypatch):
     extents = mesh.bounds[1] - mesh.bounds[0]
     assert np.allclose(extents[2], 0.006, atol=1e-4)  # base + depth, in metres
     assert extents[0] < 0.08  # the disc is narrower than the whole image
-    with Image.open(results / "disc.png") as preview:
+    with Image.open(results / "disc.preview.png") as preview:
         assert preview.format == "PNG"
     messages = [p["message"] for _, p in events if p["type"] == "log"]
     assert messages == [

@@ -2,11 +2,17 @@
 
 from flask import Blueprint, current_app
 
-from image2model import db, downloads
+from image2model import db, downloads, params
 from image2model.auth import current_principal, require_key
 
 bp = Blueprint("download", __name__, url_prefix="/api/v1/download")
 bp.before_request(require_key)
+
+
+@bp.before_request
+def no_query():
+    """Refuse query parameters: these downloads take none, and a misspelt one is no choice."""
+    params.known_query(())
 
 
 @bp.get("/<job_id>/all", merge_slashes=False)

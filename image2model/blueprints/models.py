@@ -110,6 +110,7 @@ def job_status(job_id):
 @bp.get("/download/<job_id>", merge_slashes=False)
 def download_model(job_id):
     """Download a job's model as OBJ (zipped with its texture), PLY, STL or GLB."""
+    params.known_query(("format", "units", "file_id", "file"))
     fmt = params.choice(request.args.get("format"), "format", tuple(convert.FORMATS), "obj")
     units = params.choice(request.args.get("units"), "units", convert.UNITS, "mm")
     stored = conversions.model_download(
@@ -120,5 +121,6 @@ def download_model(job_id):
         fmt,
         units,
         request.args.get("file_id") or None,
+        request.args.get("file") or None,
     )
     return downloads.send(stored)

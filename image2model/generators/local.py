@@ -21,11 +21,12 @@ def step(run):
     directory = storage.job_results_dir(run.app, run.row["job_id"], create=True)
     stem = run.row["result_stem"]
     storage.atomic_write_bytes(os.path.join(directory, f"{stem}.glb"), result.glb)
-    storage.atomic_write_bytes(os.path.join(directory, f"{stem}.png"), result.preview_png)
+    preview_file = storage.preview_name(stem, ".png")
+    storage.atomic_write_bytes(os.path.join(directory, preview_file), result.preview_png)
     run.transition(
         "completed",
         progress=100,
         message=f"Relief ready ({result.face_count} faces)",
         result_file=f"{stem}.glb",
-        preview_file=f"{stem}.png",
+        preview_file=preview_file,
     )

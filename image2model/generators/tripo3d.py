@@ -233,7 +233,7 @@ def fetch_result(run):
     preview_file = None
     preview = output.get("rendered_image")
     if preview and preview.get("url"):
-        preview_file = f"{stem}.webp"
+        preview_file = storage.preview_name(stem, ".webp")
         download(session, preview["url"], os.path.join(directory, preview_file))
     run.transition(
         "completed",
