@@ -147,6 +147,48 @@ def test_sigterm_to_make_alone_stops_gunicorn(tmp_path):
     assert "Shutting down: Master" in live.log()
 
 
+def test_ctrl_c_mid_job_stops_cleanly_and_the_job_resumes(tmp_path):
+    """Ctrl-C in a terminal sends SIGINT to make, master and worker at once."""
+    key = "sigint-key-0123456789"
+    live = LiveServer(tmp_path / "instance", env={"IMAGE2MODEL_API_KEYS": key}).start()
+    headers = {"Authorization": f"Bearer {key}"}
+    try:
+        files = [("files", (f"{n}.png", png_bytes(n), "image/png")) for n in range(8)]
+        upload = requests.post(
+            live.url("/api/v1/upload/"), headers=headers, files=files, timeout=30
+        ).json()
+        job_url = live.url(f"/api/v1/models/job/{upload['job_id']}")
+        wait_until(
+            lambda: (
+                requests.get(job_url, headers=headers, timeout=5).json()["status"] == "processing"
+            ),
+            30,
+            message="the job to start",
+        )
+        live.signal(signal.SIGINT)
+        wait_until(lambda: not live.group_alive(), 30, message="the server to stop")
+    finally:
+        live.stop()
+    logs = live.log() + "".join(
+        path.read_text() for path in (tmp_path / "instance" / "logs").glob("*.log")
+    )
+    assert "Traceback" not in logs and "Dispatcher pass failed" not in logs
+    restarted = LiveServer(tmp_path / "instance", env={"IMAGE2MODEL_API_KEYS": key}).start()
+    try:
+        wait_until(
+            lambda: (
+                requests.get(
+                    job_url.replace(str(live.port), str(restarted.port)), headers=headers, timeout=5
+                ).json()["status"]
+                == "completed"
+            ),
+            60,
+            message="the job to finish after the restart",
+        )
+    finally:
+        restarted.stop()
+
+
 def test_the_sigterm_handler_takes_no_lock_and_still_stops_the_app(app, monkeypatch):
     import importlib.util
     import logging
