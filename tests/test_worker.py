@@ -537,3 +537,11 @@ def test_the_keys_cli_leaves_queued_work_alone(app, client):
     rows = generation_rows(app)
     assert [row["job_id"] for row in rows] == [body["job_id"]] * 3
     assert all(row["state"] == "queued" and row["claimed_by"] is None for row in rows)
+
+
+def test_the_worker_log_names_the_state_each_move_left(app, client, caplog):
+    caplog.set_level("INFO", logger="image2model.runs")
+    images.uploaded(client, [("a.png", images.png())])
+    worker.get_dispatcher(app).run_due()
+    moves = [r.getMessage().split(": ", 1)[1] for r in caplog.records if " -> " in r.getMessage()]
+    assert moves == ["queued -> processing", "processing -> completed"]
