@@ -25,8 +25,8 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 def post_worker_init(worker):
     """Answer unparsable requests in the API's envelope, keep secrets out of gunicorn's log, on
-    SIGTERM first tell the app to stop (ending SSE streams) so the exit can be graceful, and
-    start the dispatcher and retention, which only the server runs."""
+    SIGTERM, SIGINT or SIGQUIT first tell the app to stop (ending SSE streams) so the exit can
+    be orderly, and start the dispatcher and retention, which only the server runs."""
     from gunicorn import util
 
     from image2model import worker as dispatching
@@ -36,7 +36,6 @@ def post_worker_init(worker):
     util.write_error = write_server_error
     # It logs refused requests with the offending text, which may be a client's key.
     redact_server_log(worker.wsgi, worker.log.error_log)
-    previous = signal.getsignal(signal.SIGTERM)
     read_end, write_end = os.pipe()
 
     def tell_the_app():
@@ -47,15 +46,27 @@ def post_worker_init(worker):
 
     threading.Thread(target=tell_the_app, name="image2model-sigterm", daemon=True).start()
 
-    def on_term(signum, frame):
-        # A handler takes no lock: it runs in the main thread between two bytecodes, maybe
-        # inside a lock it would wait for, or inside itself (the master and a process-group
-        # kill both send SIGTERM). A byte down a pipe hands the work to a thread of its own.
-        os.write(write_end, b"\0")
-        if callable(previous):
-            previous(signum, frame)
+    def stopping(previous):
+        """Wrap gunicorn's handler of a stop signal: tell the app first."""
 
-    signal.signal(signal.SIGTERM, on_term)
+        def on_stop(signum, frame):
+            # A handler takes no lock: it runs in the main thread between two bytecodes, maybe
+            # inside a lock it would wait for, or inside itself (the master and a process-group
+            # kill both send one). A byte down a pipe hands the work to a thread of its own.
+            os.write(write_end, b"\0")
+            if signum != signal.SIGTERM:
+                # Ctrl-C reaches the worker twice (SIGINT from the terminal, SIGQUIT from the
+                # master): a second exit raised inside the first's cleanup would skip the
+                # worker_exit hook, and with it the pool's orderly stop.
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+            if callable(previous):
+                previous(signum, frame)
+
+        return on_stop
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(signum, stopping(signal.getsignal(signum)))
     # Only the server dispatches: the app alone (a CLI command, a shell) claims no work.
     dispatching.start(worker.wsgi)
 

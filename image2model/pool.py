@@ -42,7 +42,12 @@ class WorkerPool:
             raise RuntimeError("the worker pool is shutting down")
         if self._executor is None:
             return self._run(fn, args, kwargs)
-        return self._executor.submit(self._run, fn, args, kwargs)
+        try:
+            return self._executor.submit(self._run, fn, args, kwargs)
+        except RuntimeError:
+            # The executor was shut down without us (the interpreter exits): so is the pool.
+            self.stopping.set()
+            raise
 
     def call(self, fn, *args, timeout=None, share_key=None, **kwargs):
         """Run `fn` on the pool and wait for its result; its exception is raised here.
