@@ -1,10 +1,16 @@
 """The data folder: every path is resolved here and checked to stay inside the instance folder."""
 
 import contextlib
+import logging
 import os
+import re
 import shutil
 
+logger = logging.getLogger(__name__)
+
 DATA_DIRS = ("uploads", "results", "logs")
+# atomic_write's temporary sibling: `.{name}.{pid of the writer}.{hex}.part`.
+TEMPORARY = re.compile(r"\..+\.(\d+)\.[0-9a-f]+\.part")
 # A preview is named apart from its model and from the upload it was made from (`chair.png`).
 PREVIEW_SUFFIX = ".preview"
 
@@ -107,3 +113,29 @@ def atomic_write(path, write):
 def atomic_write_bytes(path, data):
     """Write `data` to `path` atomically."""
     return atomic_write(path, lambda handle: handle.write(data))
+
+
+def remove_dead_temporaries(app, writer_is_dead):
+    """Remove the temporary files of writes to `results/` whose writer died (`writer_is_dead(pid)`).
+
+    A process killed while it downloads a result leaves its temporary sibling behind; the
+    generation downloads again under another name. Returns the paths removed.
+    """
+    removed = []
+    with os.scandir(data_dir(app, "results")) as folders:
+        job_dirs = [entry.path for entry in folders if entry.is_dir(follow_symlinks=False)]
+    for directory in job_dirs:
+        try:
+            with os.scandir(directory) as found:
+                names = [entry.name for entry in found if entry.is_file(follow_symlinks=False)]
+        except FileNotFoundError:
+            continue  # removed meanwhile (a job deleted)
+        for name in names:
+            match = TEMPORARY.fullmatch(name)
+            if match and writer_is_dead(int(match.group(1))):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(os.path.join(directory, name))
+                    removed.append(os.path.join(directory, name))
+    if removed:
+        logger.warning("Removed %d files left half written by a stopped process", len(removed))
+    return removed

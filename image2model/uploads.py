@@ -1,6 +1,9 @@
 """Uploaded images: checked by content, stored atomically, recorded with their job."""
 
+import contextlib
+import logging
 import os
+import re
 import shutil
 import time
 import unicodedata
@@ -8,9 +11,15 @@ import warnings
 
 from PIL import Image, UnidentifiedImageError
 
-from image2model import db, jobs, storage
+from image2model import claims, db, jobs, storage
 from image2model.auth import visible_to
 from image2model.errors import ApiError
+
+logger = logging.getLogger(__name__)
+
+# A batch being stored is marked in `uploads/` by its writer until its rows are committed, so
+# that what a crash leaves of it can be told from an upload another process is storing now.
+STORING = re.compile(r"\.(?P<batch_id>[\w-]+)@(?P<owner>.+)\.storing")
 
 # Phone cameras write JPEGs with extra embedded images, which Pillow names MPO.
 FORMATS = {
@@ -158,8 +167,25 @@ def original_name(upload, index):
 
 
 def store_batch(app, principal, uploads, facts, model_type, options):
-    """Write the files and record batch, files, job and generations together; all or nothing."""
+    """Write the files and record batch, files, job and generations together; all or nothing.
+
+    A mark names the batch and this process while it is stored: a crash (kill -9) between the
+    first file and the commit leaves files no row owns, which the next start removes.
+    """
     batch_id = jobs.new_batch_id()
+    mark = os.path.join(
+        storage.data_dir(app, "uploads"), f".{batch_id}@{claims.worker_identity()}.storing"
+    )
+    with open(mark, "xb"):
+        pass
+    try:
+        return batch_id, *_store(app, principal, uploads, facts, model_type, options, batch_id)
+    finally:
+        os.remove(mark)
+
+
+def _store(app, principal, uploads, facts, model_type, options, batch_id):
+    """Write a batch's files and record it; return `(job_id, task_id, file_rows)`."""
     directory = storage.batch_upload_dir(app, batch_id, create=True)
     file_rows = []
     try:
@@ -215,7 +241,33 @@ def store_batch(app, principal, uploads, facts, model_type, options):
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
-    return batch_id, job_id, task_id, file_rows
+    return job_id, task_id, file_rows
+
+
+def remove_interrupted_batches(app, conn):
+    """Remove the files of batches whose writer died before recording them; return their ids.
+
+    Only a batch marked by a dead process goes (another live process may be storing one now);
+    a batch recorded before its writer died keeps its files and loses only the mark.
+    """
+    removed = []
+    uploads_dir = storage.data_dir(app, "uploads")
+    with os.scandir(uploads_dir) as found:
+        marks = [entry for entry in found if STORING.fullmatch(entry.name)]
+    for mark in marks:
+        match = STORING.fullmatch(mark.name)
+        if not claims.owner_is_dead(match["owner"]):
+            continue
+        batch_id = match["batch_id"]
+        recorded = conn.execute("SELECT 1 FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+        if recorded is None:
+            shutil.rmtree(storage.batch_upload_dir(app, batch_id), ignore_errors=True)
+            removed.append(batch_id)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(mark.path)
+    if removed:
+        logger.warning("Removed %d uploads cut off before they were recorded", len(removed))
+    return removed
 
 
 def find_file(conn, file_id, principal):

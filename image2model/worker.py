@@ -4,7 +4,7 @@ import logging
 import threading
 import time
 
-from image2model import claims, events, jobs
+from image2model import claims, events, jobs, storage, uploads
 from image2model.held import HeldSteps
 from image2model.pool import get_pool
 from image2model.runs import GenerationRun
@@ -290,10 +290,20 @@ def start(app):
     Only the server calls this (gunicorn's worker hook): a CLI command, a shell or a test that
     builds the app must not claim generations it would then leave behind when it exits.
     """
+    remove_interrupted_writes(app)
     get_dispatcher(app).start()
     retention = app.extensions.get("image2model.retention")
     if retention is not None:
         retention.start()
+
+
+def remove_interrupted_writes(app):
+    """Remove what a killed process was writing: uploads it never recorded, half downloads."""
+    try:
+        uploads.remove_interrupted_batches(app, get_dispatcher(app).connections.get())
+        storage.remove_dead_temporaries(app, claims.process_is_dead)
+    except Exception:  # a leftover file is no reason to leave the jobs waiting
+        logger.exception("Removing files a stopped process left failed")
 
 
 def get_dispatcher(app):

@@ -5,6 +5,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
@@ -107,6 +108,7 @@ class Handler(BaseHTTPRequestHandler):
         with self.server.connections_lock:
             self.server.connections[self.request] = threading.current_thread()
         self.connection_number = next(self.server.standin.connection_numbers)
+        self.server.standin.connections_opened = self.connection_number
         try:
             self.request.settimeout(self.timeout)
             self.request.do_handshake()
@@ -138,7 +140,10 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         call = Call(self.command, url.path, dict(parse_qsl(url.query)), self.headers, body)
+        arrival = {"method": call.method, "path": call.path, "at": time.monotonic()}
         stage, reply = self._answer(standin, call)
+        arrival.update(stage=stage, connection=self.connection_number)
+        standin.record("arrivals", arrival)
         seen = {
             "method": call.method,
             "path": call.path,

@@ -19,7 +19,7 @@ from .storage_api import Storage
 from .wire import Reply, detail_reply
 
 RESULT_MODES = ("ok", "missing_mesh", "model_error", "bad_glb")
-RECORDS = ("submits", "cancels", "uploads", "downloads", "calls")
+RECORDS = ("submits", "cancels", "uploads", "downloads", "calls", "arrivals")
 
 
 class FalStandIn:
@@ -55,6 +55,7 @@ class FalStandIn:
         self.faults = Faults()
         # Numbers connections across restarts; calls on one keep-alive connection share one.
         self.connection_numbers = itertools.count(1)
+        self.connections_opened = 0  # the number of the last connection opened
         self.ca_path: str | None = None
         self._port = port
         self._ca_dir = os.fspath(ca_dir) if ca_dir is not None else None
@@ -241,6 +242,12 @@ class FalStandIn:
         connection (its number: calls on one keep-alive connection share it) and auth_scheme
         (the Authorization header's scheme, or None; never the credential)."""
         return self._copy("calls")
+
+    @property
+    def arrivals(self) -> list[dict]:
+        """Return every request as it arrived, before faults and hangs: method, path, stage,
+        connection and at (monotonic), so a held answer is seen while it is held."""
+        return self._copy("arrivals")
 
     def state(self, request_id: str) -> str | None:
         """Return IN_QUEUE, IN_PROGRESS or COMPLETED for a request, or None if unknown."""
