@@ -65,15 +65,15 @@ def check_worker_pool(app):
     def check():
         pool = get_pool(app)
         dispatcher = app.extensions.get("image2model.dispatcher")
-        limit = dispatcher.limit if dispatcher is not None else None
+        slots = dispatcher.fal_slots if dispatcher is not None else None
         details = {
             "alive": pool.alive,
             "threads": pool.threads,
             "max_threads": pool.size,
             "queue_depth": pool.queue_depth,
-            # FAL steps waiting for their next poll, or held back by the limit, are not queued.
-            "fal_step_limit": limit.limit if limit is not None else None,
-            "fal_steps_running": limit.running if limit is not None else None,
+            # FAL steps waiting for their next poll, or held back for a slot, are not queued.
+            "fal_step_limit": slots.count if slots is not None else None,
+            "fal_steps_running": slots.running if slots is not None else None,
             "fal_steps_held": len(dispatcher.held) if dispatcher is not None else 0,
         }
         return ("healthy" if pool.alive else "unhealthy"), details

@@ -8,7 +8,7 @@ from image2model import claims, events, jobs, storage, uploads
 from image2model.held import HeldSteps
 from image2model.pool import get_pool
 from image2model.runs import GenerationRun
-from image2model.step_limit import WINDOW, LocalSlots, StepLimit, cpu_reader
+from image2model.slots import fal_slots, local_slots
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +37,8 @@ class Dispatcher:
         self.held = HeldSteps()
         # Inline mode (no threads) runs every due step at once, as the tests expect: neither
         # FAL steps nor local ones are limited there.
-        self.limit = StepLimit(self.pool.size) if self.pool.size else None
-        self.local_slots = LocalSlots(self.pool.size) if self.pool.size else None
+        self.fal_slots = fal_slots(self.pool.size) if self.pool.size else None
+        self.local_slots = local_slots(self.pool.size) if self.pool.size else None
         self._alarm = threading.Event()
         self._look_in_database = True
         self._database_due_at = 0.0
@@ -97,24 +97,22 @@ class Dispatcher:
         if next_due_at is None:
             return IDLE_WAIT
         if next_due_at <= now:
-            # Held back by the step limit: a finishing step wakes us, and so does the next
-            # window, in which steps that only wait on FAL let the limit grow.
-            return WINDOW
+            return IDLE_WAIT  # held back for want of a place: a step that ends wakes us
         return max(0.0, next_due_at - time.time())
 
     def start_step(self, generation_id, due_at):
-        """Start a held FAL step if the step limit has room, else keep it held; say which."""
-        if self.limit is None:  # inline mode
+        """Start a held FAL step if a FAL slot is free, else keep it held; say which."""
+        if self.fal_slots is None:  # inline mode
             self.pool.submit(self.run_step, generation_id, due_at)
             return True
-        if not self.limit.try_start():
+        if not self.fal_slots.try_begin():
             self.held.add(due_at, generation_id)
             return False
         try:
-            self.pool.submit(self.run_limited_step, generation_id, due_at)
+            self.pool.submit(self.run_fal_step, generation_id, due_at)
         except RuntimeError:
-            # The pool is shutting down; stop() hands the claim back.
-            self.limit.finished(None)
+            # The pool is shutting down; stop() gives the claim back.
+            self.fal_slots.end()
             raise
         return True
 
@@ -219,16 +217,12 @@ class Dispatcher:
             if self.local_slots.end():
                 self.wake()
 
-    def run_limited_step(self, generation_id, due_at):
-        """Run a FAL step counted by the step limit, then let a held-back one start."""
-        reader, cpu_started, started = None, time.thread_time(), time.monotonic()
+    def run_fal_step(self, generation_id, due_at):
+        """Run a FAL step in its slot, then let a held-back one start."""
         try:
-            reader = cpu_reader()
-            self.limit.begin(reader)
             self.run_step(generation_id, due_at)
         finally:
-            cpu, wall = time.thread_time() - cpu_started, time.monotonic() - started
-            if self.limit.finished(reader, cpu, wall):
+            if self.fal_slots.end():
                 self._alarm.set()
 
     def run_step(self, generation_id, due_at=None):

@@ -9,8 +9,7 @@ import time
 import psutil
 import pytest
 
-from image2model import claims, create_app, db, jobs, step_limit, worker
-from image2model.step_limit import LocalSlots
+from image2model import claims, create_app, db, jobs, slots, worker
 from tests import images
 from tests.conftest import USER_KEY, bearer
 from tests.live_server import wait_until
@@ -431,12 +430,11 @@ def test_a_dispatcher_pass_reads_unfinished_generations_through_their_index(app,
 def with_local_slots(dispatcher, monkeypatch, count):
     """Give the dispatcher `count` local slots and a pool that only keeps what it is handed;
     return the slots and that list of `(fn, args)`."""
-    slots = LocalSlots(8)
-    slots.slots = count
-    monkeypatch.setattr(dispatcher, "local_slots", slots)
+    local = slots.Slots(count)
+    monkeypatch.setattr(dispatcher, "local_slots", local)
     started = []  # steps handed to the pool, not yet run
     monkeypatch.setattr(dispatcher.pool, "submit", lambda fn, *args: started.append((fn, args)))
-    return slots, started
+    return local, started
 
 
 def test_local_steps_run_no_more_at_once_than_their_slots(app, client, monkeypatch):
@@ -471,7 +469,7 @@ def test_without_threads_local_steps_are_not_limited(app, client):
 
 def test_slots_meant_for_rows_another_process_took_are_filled_at_once(app, client, monkeypatch):
     dispatcher = worker.get_dispatcher(app)
-    slots, started = with_local_slots(dispatcher, monkeypatch, 2)
+    local, started = with_local_slots(dispatcher, monkeypatch, 2)
     images.uploaded(client, [(f"{n}.png", images.png()) for n in range(3)], model_type="relief")
     take = claims.take
     # The second row is claimed by another process between this pass's read and its claims.
@@ -479,7 +477,7 @@ def test_slots_meant_for_rows_another_process_took_are_filled_at_once(app, clien
         claims, "take", lambda conn, owner, ids, now: take(conn, owner, ids[:1], now)
     )
     wait = dispatcher.run_due_in_database()
-    assert wait < 1 and not slots.waited  # the third is due: the next pass gives it the slot
+    assert wait < 1 and not local.waited  # the third is due: the next pass gives it the slot
     monkeypatch.setattr(claims, "take", take)
     dispatcher.run_due_in_database()  # (the other process let go of the second meanwhile)
     assert [args[0] for _, args in started] == [1, 2]  # the slot went on to the next row at once
@@ -487,10 +485,10 @@ def test_slots_meant_for_rows_another_process_took_are_filled_at_once(app, clien
 
 def test_a_local_step_ending_during_a_pass_wakes_the_dispatcher(app, client, monkeypatch):
     dispatcher = worker.get_dispatcher(app)
-    slots, started = with_local_slots(dispatcher, monkeypatch, 1)
+    local, started = with_local_slots(dispatcher, monkeypatch, 1)
     images.uploaded(client, [("a.png", images.png())], model_type="relief")
     dispatcher.run_due_in_database()  # the one slot taken, nothing left waiting
-    assert len(started) == 1 and not slots.waited
+    assert len(started) == 1 and not local.waited
     images.uploaded(client, [("b.png", images.png())], model_type="relief")
     take = claims.take
 
@@ -507,13 +505,13 @@ def test_a_local_step_ending_during_a_pass_wakes_the_dispatcher(app, client, mon
 
 
 @pytest.mark.parametrize(
-    ("pool_size", "cores", "slots"), [(8, 2, 2), (8, 1, 1), (8, 16, 7), (1, 4, 1), (2, 4, 1)]
+    ("pool_size", "cores", "places"), [(8, 2, 2), (8, 1, 1), (8, 16, 7), (1, 4, 1), (2, 4, 1)]
 )
 def test_local_slots_are_the_cores_but_leave_the_pool_a_thread(
-    monkeypatch, pool_size, cores, slots
+    monkeypatch, pool_size, cores, places
 ):
-    monkeypatch.setattr(step_limit, "usable_cores", lambda: cores)
-    assert LocalSlots(pool_size).slots == slots
+    monkeypatch.setattr(slots, "usable_cores", lambda: cores)
+    assert slots.local_slots(pool_size).count == places
 
 
 def test_the_keys_cli_leaves_queued_work_alone(app, client):
