@@ -43,6 +43,7 @@ def create_app(test_config=None):
         db,
         errors,
         events,
+        generators,
         health,
         limits,
         maintenance,
@@ -75,6 +76,7 @@ def create_app(test_config=None):
         app.register_blueprint(blueprint)
     limits.exempt_blueprint(app, health.bp)
 
+    generators.init_app(app)
     worker.init_app(app)
     maintenance.init_app(app)
     app.extensions["image2model.ready"] = True

@@ -38,8 +38,6 @@ DEFAULTS = {
     "DISK_CRITICAL_PERCENT": 90,
 }
 
-GENERATORS = ("tripo3d", "relief")
-
 
 def finalize(config):
     """Normalise values that may arrive as JSON scalars, strings or lists."""
@@ -48,10 +46,6 @@ def finalize(config):
     config["ADMIN_API_KEY"] = str(admin_key).strip() if admin_key not in (None, "") else None
     if not config.get("FAL_KEY"):
         config["FAL_KEY"] = os.environ.get("FAL_KEY") or None
-    if not config.get("DEFAULT_MODEL"):
-        config["DEFAULT_MODEL"] = "tripo3d" if config["FAL_KEY"] else "relief"
-    if config["DEFAULT_MODEL"] not in GENERATORS:
-        raise ValueError(f"DEFAULT_MODEL must be one of {', '.join(GENERATORS)}")
     # Room for the multipart framing around MAX_FILES full-size files. Flask's own defaults hold
     # MAX_CONTENT_LENGTH = None (no limit), so a plain setdefault would never set it.
     if config.get("MAX_CONTENT_LENGTH") is None:

@@ -25,9 +25,10 @@ STAMPS = {
 
 # The dispatcher's reads. A pass reads unfinished generations only, through generations_by_state:
 # the table keeps every generation ever made, and a pass must not scan it.
+# Lists of generator names (remote ones, blocked ones) are passed as one JSON array parameter.
 IN_FLIGHT_COUNT = (
     "SELECT COUNT(*) FROM generations g JOIN jobs j USING (job_id)"
-    " WHERE j.model_type = 'tripo3d' AND (g.state IN (?, ?, ?)"
+    " WHERE j.model_type IN (SELECT value FROM json_each(?)) AND (g.state IN (?, ?, ?)"
     " OR (g.state = 'queued' AND g.claimed_by IS NOT NULL AND g.lease_until >= ?))"
 )
 DUE_UNCLAIMED = (
@@ -37,7 +38,8 @@ DUE_UNCLAIMED = (
 )
 NEXT_DUE = (
     "SELECT MIN(CASE WHEN g.claimed_by IS NOT NULL"
-    " OR (g.state = 'queued' AND j.model_type = ?) OR j.model_type = ? THEN g.deadline_at"
+    " OR (g.state = 'queued' AND j.model_type IN (SELECT value FROM json_each(?)))"
+    " OR j.model_type IN (SELECT value FROM json_each(?)) THEN g.deadline_at"
     " ELSE MIN(g.next_run_at, g.deadline_at) END)"
     " FROM generations g JOIN jobs j USING (job_id) WHERE g.state IN (?, ?, ?, ?)"
 )

@@ -126,27 +126,10 @@ def check_all(uploads, config):
     return facts
 
 
-def check_for_generator(model_type, sources, options):
+def check_for_generator(generator, sources, options):
     """Raise 400 naming each image the chosen generator cannot use: `sources` maps label -> file."""
-    if model_type != "relief":
-        return
-    from image2model.generators.relief import ReliefInputError, ReliefOptions, check_relief_image
-
-    problems = {}
-    for label, source in sources.items():
-        try:
-            check_relief_image(source, ReliefOptions(**options))
-        except ReliefInputError as error:
-            problems[label] = str(error)
-        finally:
-            if hasattr(source, "seek"):
-                source.seek(0)
-    if problems:
-        raise ApiError(
-            "VALIDATION_ERROR",
-            "Some images cannot make a relief",
-            {"files": problems, "model_type": model_type},
-        )
+    if generator.check_images is not None:
+        generator.check_images(sources, options)
 
 
 def visible_in_a_name(character):
@@ -302,3 +285,25 @@ def batch_files(conn, batch_id, principal):
     if job is None:
         return None
     return batch, jobs.generations_of(conn, job["job_id"])
+
+
+def generate_from_file(app, conn, principal, file_id, generator, options):
+    """Start a one-file job over an earlier upload; return `(job_id, task_id)`. 404 if unseen."""
+    file_row = find_file(conn, file_id, principal)
+    if file_row is None:
+        raise ApiError("NOT_FOUND", "No such file", {"file_id": file_id}, status=404)
+    image_path = os.path.join(app.instance_path, file_row["stored_path"])
+    check_for_generator(generator, {file_row["filename"]: image_path}, options)
+    with db.transaction(conn):
+        # Again inside the transaction: a cleanup may have retired the file meanwhile.
+        if find_file(conn, file_id, principal) is None:
+            raise ApiError("NOT_FOUND", "No such file", {"file_id": file_id}, status=404)
+        return jobs.insert_job(
+            conn,
+            principal.owner,
+            generator.name,
+            options,
+            [file_row],
+            None,
+            app.config["JOB_TIMEOUT"],
+        )

@@ -1,10 +1,11 @@
 """The dispatcher: claims due generations in SQLite and runs their next step on the pool."""
 
+import json
 import logging
 import threading
 import time
 
-from image2model import claims, events, jobs, storage, uploads
+from image2model import claims, events, generators, jobs, storage, uploads
 from image2model.held import HeldSteps
 from image2model.pool import get_pool
 from image2model.runs import GenerationRun
@@ -129,7 +130,8 @@ class Dispatcher:
             self._dead_checked_at = now
         self.expire_overdue(conn, now)
         # A queued generation being submitted right now (claimed) counts as in flight too.
-        in_flight = conn.execute(jobs.IN_FLIGHT_COUNT, (*jobs.IN_FLIGHT, now)).fetchone()[0]
+        remote = json.dumps(generators.names(remote=True))
+        in_flight = conn.execute(jobs.IN_FLIGHT_COUNT, (remote, *jobs.IN_FLIGHT, now)).fetchone()[0]
         free_submits = max(0, int(self.app.config["MAX_FAL_IN_FLIGHT"]) - in_flight)
         if self.local_slots is not None:
             self.local_slots.waited = True  # likewise for a local step ending during this pass
@@ -137,7 +139,7 @@ class Dispatcher:
         rows = conn.execute(jobs.DUE_UNCLAIMED, (*jobs.UNFINISHED, now, now)).fetchall()
         chosen, fal_steps, local_chosen, local_waits = [], set(), 0, False
         for row in rows:
-            if row["model_type"] == "tripo3d":
+            if self.generators[row["model_type"]].remote:
                 if row["state"] == "queued":
                     if free_submits == 0:
                         continue
@@ -152,7 +154,7 @@ class Dispatcher:
         local_taken = 0
         for generation_id in claims.take(conn, self.identity, chosen, now):
             if generation_id in fal_steps:
-                # FAL steps take turns under the step limit, the earliest due first.
+                # FAL steps take turns in the FAL slots, the earliest due first.
                 self.held.add(now, generation_id)
             else:
                 self.start_local_step(generation_id)
@@ -160,11 +162,12 @@ class Dispatcher:
         self._cap_reached = free_submits == 0
         # Slots meant for rows another process took meanwhile are free: the waiting rows are due.
         local_full = local_waits and local_taken == local_chosen
+        local = json.dumps(generators.names(remote=False))
         if self.local_slots is not None:
             self.local_slots.waited = local_full
         # Claimed work, and work blocked by the FAL cap or by busy local slots, is woken by a
         # release, not a timer; every unfinished generation's deadline still counts.
-        blocked = ("tripo3d" if self._cap_reached else "", "relief" if local_full else "")
+        blocked = (remote if self._cap_reached else "[]", local if local_full else "[]")
         upcoming = conn.execute(jobs.NEXT_DUE, (*blocked, *jobs.UNFINISHED)).fetchone()[0]
         wait = IDLE_WAIT if upcoming is None else max(0.01, upcoming - time.time())
         return min(wait, IDLE_WAIT, RENEW_EVERY)
@@ -270,12 +273,7 @@ class Dispatcher:
 
 def init_app(app):
     """Create the dispatcher with the generators this server has; `start` sets it going."""
-    from image2model.generators import fal_connection, local, tripo3d
-
-    fal_connection.init_app(app)
-    app.extensions["image2model.dispatcher"] = Dispatcher(
-        app, {"tripo3d": tripo3d, "relief": local}
-    )
+    app.extensions["image2model.dispatcher"] = Dispatcher(app, generators.REGISTRY)
 
 
 def start(app):

@@ -1,6 +1,7 @@
 """The logging set-up: JSON-lines files per type, routing of loggers, the access log, redaction of
 secrets, size rotation, and handlers that never stack across apps."""
 
+import dataclasses
 import gc
 import json
 import logging
@@ -185,17 +186,14 @@ def test_secrets_never_reach_any_log_file(app, client, key):
 
 
 def test_a_worker_failure_mentioning_a_secret_is_redacted(app, client):
-    class LeakingGenerator:
-        """A generator whose failure message carries the FAL key (called or `.step`ped)."""
-
-        def step(self, run):
-            raise RuntimeError(f"FAL refused key {FAL_KEY} for {run.row['job_id']}")
-
-        __call__ = step
+    def leaking_step(run):
+        """Fail with a message that carries the FAL key."""
+        raise RuntimeError(f"FAL refused key {FAL_KEY} for {run.row['job_id']}")
 
     body = images.uploaded(client, [("chair.png", images.png())], model_type="relief")
     dispatcher = worker.get_dispatcher(app)
-    dispatcher.generators = {**dispatcher.generators, "relief": LeakingGenerator()}
+    leaking = dataclasses.replace(dispatcher.generators["relief"], step=leaking_step)
+    dispatcher.generators = {**dispatcher.generators, "relief": leaking}
     dispatcher.run_due()
 
     for log_type in ("worker", "worker_errors"):

@@ -1,5 +1,6 @@
 """The dispatcher: claims, dead owners, deadlines, the step boundary, the in-flight cap."""
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from image2model import claims, create_app, db, jobs, slots, worker
+from image2model import claims, create_app, db, generators, jobs, slots, worker
 from tests import images
 from tests.conftest import USER_KEY, bearer
 from tests.live_server import wait_until
@@ -29,6 +30,12 @@ def set_columns(app, **columns):
             conn.execute(f"UPDATE generations SET {assignments}", tuple(columns.values()))
     finally:
         conn.close()
+
+
+def replace_step(monkeypatch, name, step):
+    """Run `step` instead of the named generator's own, for this test."""
+    generator = generators.REGISTRY[name]
+    monkeypatch.setitem(generators.REGISTRY, name, dataclasses.replace(generator, step=step))
 
 
 def test_a_live_claim_of_another_owner_is_respected(app, client):
@@ -115,12 +122,10 @@ def test_overdue_generation_fails_with_timeout(app, client):
 
 
 def test_a_crashing_step_ends_failed_and_the_dispatcher_goes_on(app, client, monkeypatch):
-    from image2model.generators import local
-
     def explode(run):
         raise RuntimeError("boom with a secret")
 
-    monkeypatch.setattr(local, "step", explode)
+    replace_step(monkeypatch, "relief", explode)
     body = images.uploaded(client, [("a.png", images.png())])
     worker.get_dispatcher(app).run_due()
     row = generation_rows(app)[0]
@@ -166,10 +171,9 @@ def app_config(app_config):
 
 
 def test_fal_submissions_beyond_the_cap_wait(app, client, monkeypatch):
-    from image2model.generators import tripo3d
 
     started = []
-    monkeypatch.setattr(tripo3d, "step", lambda run: started.append(run.id))
+    replace_step(monkeypatch, "tripo3d", lambda run: started.append(run.id))
     images.uploaded(client, [(f"{n}.png", images.png()) for n in range(4)], model_type="tripo3d")
     set_columns(app, state="submitted")
     conn = db.connect(db.database_path(app))
@@ -252,7 +256,6 @@ def test_pool_shares_a_running_call_by_key():
 
 def held_step(monkeypatch, outcomes):
     """Replace the tripo3d step with one that acts out `outcomes` in turn; return its runs."""
-    from image2model.generators import tripo3d
 
     runs = []
 
@@ -260,7 +263,7 @@ def held_step(monkeypatch, outcomes):
         runs.append(run.id)
         outcomes[len(runs) - 1](run)
 
-    monkeypatch.setattr(tripo3d, "step", step)
+    replace_step(monkeypatch, "tripo3d", step)
     return runs
 
 

@@ -1,7 +1,5 @@
 """Model generation endpoints: the generator list, new jobs from uploaded files, job status."""
 
-import os
-
 from flask import Blueprint, current_app, jsonify, request
 
 from image2model import (
@@ -11,7 +9,6 @@ from image2model import (
     downloads,
     generators,
     jobs,
-    options,
     params,
     uploads,
     worker,
@@ -21,9 +18,6 @@ from image2model.errors import ApiError
 
 bp = Blueprint("models", __name__, url_prefix="/api/v1/models")
 bp.before_request(require_key)
-
-# Typical wall time of one generation, for clients that show an estimate.
-ESTIMATED_SECONDS = {"tripo3d": 90, "relief": 5}
 
 
 @bp.get("/available")
@@ -39,35 +33,19 @@ def generate():
     file_id = body.get("file_id")
     if not isinstance(file_id, str) or not file_id:
         raise ApiError("VALIDATION_ERROR", "file_id is required", {"field": "file_id"})
-    model_type = options.model_type(current_app, body.get("model_type"))
-    generation_options = options.parse(model_type, body)
-    conn = db.get_db()
-    file_row = uploads.find_file(conn, file_id, current_principal())
-    if file_row is None:
-        raise ApiError("NOT_FOUND", "No such file", {"file_id": file_id}, status=404)
-    image_path = os.path.join(current_app.instance_path, file_row["stored_path"])
-    uploads.check_for_generator(model_type, {file_row["filename"]: image_path}, generation_options)
-    with db.transaction(conn):
-        # Again inside the transaction: a cleanup may have retired the file meanwhile.
-        if uploads.find_file(conn, file_id, current_principal()) is None:
-            raise ApiError("NOT_FOUND", "No such file", {"file_id": file_id}, status=404)
-        job_id, task_id = jobs.insert_job(
-            conn,
-            current_principal().owner,
-            model_type,
-            generation_options,
-            [file_row],
-            None,
-            current_app.config["JOB_TIMEOUT"],
-        )
+    generator = generators.chosen(current_app, body.get("model_type"))
+    generation_options = generator.parse_options(body)
+    job_id, task_id = uploads.generate_from_file(
+        current_app, db.get_db(), current_principal(), file_id, generator, generation_options
+    )
     worker.get_dispatcher(current_app).wake()
     return {
         "job_id": job_id,
         "task_id": task_id,
         "file_id": file_id,
-        "model_type": model_type,
+        "model_type": generator.name,
         "status": "queued",
-        "estimated_time": ESTIMATED_SECONDS[model_type],
+        "estimated_time": generator.estimated_seconds,
     }, 202
 
 
@@ -89,7 +67,10 @@ def job_status(job_id):
     remaining = (
         0
         if figures["status"] in jobs.TERMINAL
-        else round(ESTIMATED_SECONDS[job["model_type"]] * (1 - figures["progress"] / 100))
+        else round(
+            generators.REGISTRY[job["model_type"]].estimated_seconds
+            * (1 - figures["progress"] / 100)
+        )
     )
     return {
         "job_id": job_id,

@@ -2,7 +2,7 @@
 
 from flask import Blueprint, current_app, request
 
-from image2model import db, jobs, options, uploads, worker
+from image2model import db, generators, jobs, uploads, worker
 from image2model.auth import current_principal, require_key
 from image2model.errors import ApiError
 
@@ -13,22 +13,22 @@ bp.before_request(require_key)
 @bp.post("/", strict_slashes=False)
 def upload_files():
     """Check every image, store them and start one job over the batch."""
-    model_type = options.model_type(current_app, request.form.get("model_type"))
-    generation_options = options.parse(model_type, request.form)
+    generator = generators.chosen(current_app, request.form.get("model_type"))
+    generation_options = generator.parse_options(request.form)
     # A browser sends an unused file input as a part with an empty name: not a file.
     files = [f for f in request.files.getlist("files") if f.filename]
     facts = uploads.check_all(files, current_app.config)
     sources = dict(zip(uploads.labels(files), (f.stream for f in files), strict=True))
-    uploads.check_for_generator(model_type, sources, generation_options)
+    uploads.check_for_generator(generator, sources, generation_options)
     batch_id, job_id, task_id, file_rows = uploads.store_batch(
-        current_app, current_principal(), files, facts, model_type, generation_options
+        current_app, current_principal(), files, facts, generator.name, generation_options
     )
     worker.get_dispatcher(current_app).wake()
     return {
         "batch_id": batch_id,
         "job_id": job_id,
         "task_id": task_id,
-        "model_type": model_type,
+        "model_type": generator.name,
         "uploaded_files": [
             {
                 "file_id": row["file_id"],

@@ -11,6 +11,8 @@ import fal_client.client
 import httpx
 
 from image2model import storage
+from image2model.generators import fal_connection
+from image2model.generators.base import Generator
 from image2model.generators.fal_connection import (
     MaybeSubmitted,
     client_for,
@@ -18,6 +20,7 @@ from image2model.generators.fal_connection import (
     fetch_output,
     handle_for,
 )
+from image2model.generators.options import tripo3d_options
 from image2model.gltf import InvalidModelError, UnsupportedModelError, check_glb
 
 logger = logging.getLogger(__name__)
@@ -265,3 +268,17 @@ def download(session, url, path, verify=None):
             verify(handle.name)
 
     storage.atomic_write(path, write)
+
+
+GENERATOR = Generator(
+    name="tripo3d",
+    title="Tripo3D",
+    description="FAL.AI Tripo3D v2.5: AI reconstruction of a textured 3D model from one image",
+    remote=True,
+    estimated_seconds=90,
+    parse_options=tripo3d_options,
+    step=step,
+    needs="FAL_KEY",
+    cancel=cancel,
+    init_app=fal_connection.init_app,
+)

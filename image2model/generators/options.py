@@ -1,8 +1,7 @@
-"""Generation options from a form or JSON body, checked per generator."""
+"""Generation options from a form or JSON body: the checks each generator declares."""
 
 import dataclasses
 
-from image2model import generators
 from image2model.errors import ApiError
 from image2model.params import bounded_int, choice
 
@@ -11,20 +10,6 @@ TEXTURES = ("no", "standard", "HD")
 QUALITY_TO_TEXTURE = {"standard": "standard", "high": "HD", "hd": "HD"}
 TEXTURE_ALIGNMENTS = ("original_image", "geometry")
 ORIENTATIONS = ("default", "align_image")
-
-
-def model_type(app, requested):
-    """Return the generator to use, refusing unknown or unavailable ones (never a silent switch)."""
-    chosen = requested if requested not in (None, "") else app.config["DEFAULT_MODEL"]
-    choice(chosen, "model_type", tuple(generators.CATALOGUE))
-    reason = generators.unavailable_reason(app, chosen)
-    if reason:
-        raise ApiError(
-            "VALIDATION_ERROR",
-            f"model_type {chosen!r} is not available: {reason}",
-            {"model_type": chosen, "reason": reason},
-        )
-    return chosen
 
 
 def _flag(value, field):
@@ -89,10 +74,3 @@ def relief_options(fields):
         raise ApiError("VALIDATION_ERROR", "Invalid relief options", problems)
     # The relief's texture is the image itself: any texture but "no" is the same one.
     return dataclasses.asdict(dataclasses.replace(parsed, textured=texture != "no"))
-
-
-def parse(chosen_model, fields):
-    """Return the checked options of the chosen generator."""
-    if chosen_model == "relief":
-        return relief_options(fields)
-    return tripo3d_options(fields)
