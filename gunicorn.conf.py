@@ -46,6 +46,9 @@ def post_worker_init(worker):
 
     threading.Thread(target=tell_the_app, name="image2model-sigterm", daemon=True).start()
 
+    def ignore(signum, frame):
+        """Take a stop signal that came after the first, and do nothing."""
+
     def stopping(previous):
         """Wrap gunicorn's handler of a stop signal: tell the app first."""
 
@@ -58,8 +61,10 @@ def post_worker_init(worker):
                 # Ctrl-C reaches the worker twice (SIGINT from the terminal, SIGQUIT from the
                 # master): a second exit raised inside the first's cleanup would skip the
                 # worker_exit hook, and with it the pool's orderly stop.
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGQUIT, signal.SIG_IGN)
+                # A no-op, not SIG_IGN: Python raises for a signal already pending whose
+                # handler became SIG_IGN ("ignored due to race condition").
+                signal.signal(signal.SIGINT, ignore)
+                signal.signal(signal.SIGQUIT, ignore)
             if callable(previous):
                 previous(signum, frame)
 
