@@ -119,13 +119,22 @@ def generations_of(conn, job_id):
 
 def job_state(states):
     """Derive a job's (or batch's) state from its generations' states."""
-    if not states:
-        return "queued"
-    if not all(state in TERMINAL for state in states):
-        return "queued" if all(state == "queued" for state in states) else "processing"
-    if "completed" in states:
+    return state_of_counts(
+        len(states),
+        states.count("completed"),
+        states.count("failed"),
+        states.count("cancelled"),
+        states.count("queued"),
+    )
+
+
+def state_of_counts(total, completed, failed, cancelled, queued):
+    """Derive a job's state from how many of its generations are in which state."""
+    if total == 0 or completed + failed + cancelled < total:
+        return "queued" if queued == total else "processing"
+    if completed:
         return "completed"
-    return "cancelled" if all(state == "cancelled" for state in states) else "failed"
+    return "cancelled" if cancelled == total else "failed"
 
 
 def file_entry(generation):
@@ -147,23 +156,41 @@ def file_entry(generation):
 def summary(generations):
     """Return the aggregate figures of a set of generations."""
     states = [g["state"] for g in generations]
-    total = len(generations)
+    return summary_of_figures(
+        {
+            "total": len(states),
+            # A failed file's last figure says how far it got, not how far the job is from done.
+            "progress_sum": sum(
+                100.0 if g["state"] in TERMINAL else g["progress"] for g in generations
+            ),
+            **{
+                state: states.count(state)
+                for state in ("completed", "cancelled", "failed", "queued")
+            },
+        }
+    )
+
+
+JOB_FIGURES = (
+    "SELECT COUNT(*) AS total, TOTAL(CASE WHEN state IN (?, ?, ?) THEN 100.0 ELSE progress END)"
+    " AS progress_sum, TOTAL(state = ?) AS completed, TOTAL(state = ?) AS cancelled,"
+    " TOTAL(state = 'failed') AS failed, TOTAL(state = ?) AS queued"
+    " FROM generations WHERE job_id = ?"
+)
+
+
+def summary_of_figures(figures):
+    """Return a job's status, counts and progress from its sums (`JOB_FIGURES`' columns)."""
+    total, completed = figures["total"], int(figures["completed"])
+    failed, cancelled = int(figures["failed"]), int(figures["cancelled"])
     return {
-        "status": job_state(states),
+        "status": state_of_counts(total, completed, failed, cancelled, int(figures["queued"])),
         "total_files": total,
-        "completed_files": states.count("completed"),
-        "failed_files": states.count("failed") + states.count("cancelled"),
-        "progress": overall_progress(states, [g["progress"] for g in generations]),
+        "completed_files": completed,
+        "failed_files": failed + cancelled,
+        # A finished file counts 100: a finished job reads 100.
+        "progress": round(figures["progress_sum"] / total, 2) if total else 0.0,
     }
-
-
-def overall_progress(states, progresses):
-    """Return the mean progress, a finished generation counting 100 (a finished set reads 100)."""
-    if not states:
-        return 0.0
-    # A failed file's last figure says how far it got, not how far the job is from done.
-    done = [100.0 if state in TERMINAL else p for state, p in zip(states, progresses, strict=True)]
-    return round(sum(done) / len(done), 2)
 
 
 def job_snapshot(conn, job_id):
@@ -174,17 +201,19 @@ def job_snapshot(conn, job_id):
 
 def progress_event(conn, job_id, generation_id):
     """Return a progress event body: the job's figures and the one file that changed."""
-    # Written for every change of every generation: the figures need two columns of each
-    # generation, and only the changed one needs its whole row.
-    states = conn.execute(
-        "SELECT state, progress FROM generations WHERE job_id = ?", (job_id,)
-    ).fetchall()
+    # Written for every change of every generation: the figures are summed by SQLite over the
+    # job's generations (a 500-file job would otherwise read 500 rows into Python per poll), and
+    # only the changed one needs its whole row.
+    figures = conn.execute(JOB_FIGURES, (*TERMINAL, "completed", "cancelled", "queued", job_id))
     changed = conn.execute(
         "SELECT g.*, f.filename FROM generations g JOIN files f ON f.file_id = g.file_id"
         " WHERE g.id = ?",
         (generation_id,),
     ).fetchone()
-    return {**summary(states), "files": {changed["file_id"]: file_entry(changed)}}
+    return {
+        **summary_of_figures(figures.fetchone()),
+        "files": {changed["file_id"]: file_entry(changed)},
+    }
 
 
 def download_url(job_id, filename):
