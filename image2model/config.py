@@ -19,7 +19,7 @@ DEFAULTS = {
     "POOL_SIZE": 8,
     "MAX_IMAGE_PIXELS": 40_000_000,
     "JOB_TIMEOUT": 1800,
-    "MAX_FAL_IN_FLIGHT": 32,
+    "MAX_FAL_IN_FLIGHT": 100,
     "FAL_UPLOAD": "storage",
     "FAL_STORAGE_URL": None,
     "FAL_MAX_ATTEMPTS": 5,
