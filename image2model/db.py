@@ -4,6 +4,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import weakref
 
 from flask import current_app, g
 
@@ -117,9 +118,16 @@ _write_locks_guard = threading.Lock()
 
 
 class Connection(sqlite3.Connection):
-    """A connection that knows the in-process write lock of its database file."""
+    """A connection that knows its database file, that file's in-process write lock, and
+    whether it was closed."""
 
     write_lock: threading.Lock
+    path: str
+    closed = False
+
+    def close(self):
+        self.closed = True
+        super().close()
 
 
 def _write_lock_for(path):
@@ -143,6 +151,7 @@ def connect(path):
         check_same_thread=False,
         factory=Connection,
     )
+    conn.path = path
     conn.write_lock = _write_lock_for(path)
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -168,17 +177,54 @@ def transaction(conn):
             raise
 
 
+class _Held:
+    """A request thread's connection, closed when the thread ends and lets go of it."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __del__(self):
+        self.conn.close()
+
+
+# A request thread keeps its connection between requests (gunicorn's threads live as long as the
+# server): opening one, with its four PRAGMAs, cost more than a status request's queries. It is
+# never shared with another thread, and holds one database at a time (tests switch apps).
+_request_threads = threading.local()
+_request_connections = weakref.WeakSet()
+_request_connections_lock = threading.Lock()
+
+
 def get_db():
-    """Return the current request's connection, opening it on first use."""
-    if "db" not in g:
-        g.db = connect(database_path(current_app))
-    return g.db
+    """Return the current request's connection: its thread's, opened on the thread's first use."""
+    conn = g.get("db")
+    if conn is None:
+        path = database_path(current_app)
+        held = getattr(_request_threads, "held", None)
+        conn = held.conn if held is not None else None
+        if conn is None or conn.closed or conn.path != path:
+            _request_threads.held = None  # closes another database's connection
+            conn = connect(path)
+            _request_threads.held = _Held(conn)
+            with _request_connections_lock:
+                _request_connections.add(conn)
+        g.db = conn
+    return conn
 
 
 def close_db(_exc=None):
-    """Close the request's connection if one was opened."""
+    """Teardown: leave the request's connection to its thread, outside any transaction."""
     conn = g.pop("db", None)
-    if conn is not None:
+    if conn is not None and not conn.closed and conn.in_transaction:
+        conn.execute("ROLLBACK")  # begun outside transaction() and never ended
+
+
+def close_request_connections(app):
+    """Close the request threads' connections to the app's database (no request runs: at exit)."""
+    path = database_path(app)
+    with _request_connections_lock:
+        connections = [conn for conn in _request_connections if conn.path == path]
+    for conn in connections:
         conn.close()
 
 

@@ -1,6 +1,7 @@
-"""Structured logs: JSON lines per log type in `logs/`, rotated by size, secrets redacted."""
+"""Structured logs: JSON lines per log type in `logs/`, rotated by size, secrets redacted,
+written on a thread of their own (log_writer); the access record of every request."""
 
-import json
+import atexit
 import logging
 import logging.handlers
 import os
@@ -8,10 +9,22 @@ import sys
 import threading
 import time
 
-from flask import g, request
+from flask import current_app, g, request
 
-from image2model import clock, storage
-from image2model.log_redaction import RedactingFilter, Redactor, configured_secrets
+from image2model import storage
+from image2model.log_redaction import (
+    JsonLinesFormatter,
+    RedactingFilter,
+    Redactor,
+    configured_secrets,
+)
+from image2model.log_writer import (
+    FLUSH_TIMEOUT,
+    AccessEntry,
+    LogFileHandler,
+    LogWriter,
+    RecordQueue,
+)
 
 LOG_TYPES = ("application", "access", "worker", "worker_errors")
 ALIASES = {"celery_worker": "worker", "celery_errors": "worker_errors"}
@@ -38,70 +51,6 @@ _active = {}
 _active_lock = threading.Lock()
 
 
-class JsonLinesFormatter(logging.Formatter):
-    """One JSON object per line: timestamp, level, logger, message, fields, exception."""
-
-    def __init__(self, redactor):
-        super().__init__()
-        self.redactor = redactor
-
-    def format(self, record):
-        entry = {
-            "timestamp": clock.iso(record.created, "milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-            "thread": record.threadName,
-        }
-        entry.update(getattr(record, "log_fields", None) or {})
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self.formatException(record.exc_info)
-        if record.exc_text:
-            entry["exception"] = record.exc_text
-        if record.stack_info:
-            entry["stack"] = record.stack_info
-        # Redacted again as a whole: fields and reprs may carry a secret too.
-        return self.redactor.redact(json.dumps(entry, default=str, ensure_ascii=False))
-
-
-class LogFileHandler(logging.handlers.RotatingFileHandler):
-    """A size-rotated file that reopens its path if the file was moved away under it."""
-
-    _formatted = (None, "")  # the record being written and its line
-
-    def format(self, record):
-        # The rotation check formats a record to measure it, then writing it formats it again
-        # (JSON and redaction, most of a record's cost); both run in emit, under the lock.
-        last, line = self._formatted
-        if last is not record:
-            line = super().format(record)
-            self._formatted = (record, line)
-        return line
-
-    def emit(self, record):
-        if self._closed:
-            return  # a thread still holding a replaced handler must not reopen the file
-        if not self.writes_to_its_path():
-            self.stream.close()
-            self.stream = None
-        try:
-            super().emit(record)
-        finally:
-            self._formatted = (None, "")  # a record's traceback is not kept alive here
-
-    def writes_to_its_path(self):
-        """Tell whether the open file (if any) is still the one at the handler's path."""
-        stream = self.stream
-        if stream is None:
-            return True  # opened at the next record
-        try:
-            on_disk = os.stat(self.baseFilename)
-        except FileNotFoundError:
-            return False
-        current = os.fstat(stream.fileno())
-        return (on_disk.st_dev, on_disk.st_ino) == (current.st_dev, current.st_ino)
-
-
 class StderrHandler(logging.StreamHandler):
     """Writes to whatever `sys.stderr` is at the time (the console of `make run`)."""
 
@@ -114,18 +63,21 @@ class StderrHandler(logging.StreamHandler):
 
 
 class NameFilter(logging.Filter):
-    """Passes records whose logger is not one of the excluded names or below them."""
+    """Passes records of the named loggers and those below them (with `exclude`: all others)."""
 
-    def __init__(self, excluded):
+    def __init__(self, names, exclude=False):
         super().__init__()
-        self.excluded = tuple(excluded)
+        self.names = frozenset(names)
+        self.prefixes = tuple(name + "." for name in names)
+        self.exclude = exclude
 
     def filter(self, record):
-        return not any(record.name == n or record.name.startswith(n + ".") for n in self.excluded)
+        named = record.name in self.names or record.name.startswith(self.prefixes)
+        return named != self.exclude
 
 
 class LogFiles:
-    """The handlers of one log directory and the loggers they are attached to."""
+    """The handlers of one log directory, their writer and the records queue on the root."""
 
     def __init__(self, directory, max_bytes, backup_count, redactor):
         self.directory = directory
@@ -133,6 +85,7 @@ class LogFiles:
         self.backup_count = backup_count
         self.redactor = redactor
         self.handlers = {}
+        self.writer = None
         self._attached = []
 
     @property
@@ -144,9 +97,9 @@ class LogFiles:
         """Return the live file of a log type."""
         return os.path.join(self.directory, f"{log_type}.log")
 
-    def _handler(self, log_type, level=logging.NOTSET, excluded=()):
-        """Return a new JSON-lines file handler of a log type, redacting, without the records
-        of the `excluded` loggers."""
+    def _handler(self, log_type, names, exclude=False, level=logging.NOTSET):
+        """Return a new JSON-lines file handler of a log type, redacting, for the records of the
+        loggers `names` (or, with `exclude`, of all others)."""
         handler = LogFileHandler(
             self.path(log_type),
             maxBytes=self.max_bytes,
@@ -154,40 +107,50 @@ class LogFiles:
             encoding="utf-8",
         )
         handler.setLevel(level)
-        if excluded:
-            # First: a record the handler does not write is not worth redacting.
-            handler.addFilter(NameFilter(excluded))
+        # First: a record the handler does not write is not worth redacting.
+        handler.addFilter(NameFilter(names, exclude))
         handler.addFilter(RedactingFilter(self.redactor))
         handler.setFormatter(JsonLinesFormatter(self.redactor))
         self.handlers[log_type] = handler
         return handler
 
-    def _attach(self, logger_name, handler):
-        """Attach a handler to a logger (None: the root) and remember it for close()."""
-        logging.getLogger(logger_name).addHandler(handler)
-        self._attached.append((logger_name, handler))
+    def _attach(self, handler):
+        """Attach a handler to the root logger and remember it for close()."""
+        logging.getLogger().addHandler(handler)
+        self._attached.append(handler)
 
-    def install(self):
-        """Open the files and attach: access, worker loggers, and the root for the rest."""
-        self._attach(ACCESS_LOGGER, self._handler("access"))
-        worker, worker_errors = self._handler("worker"), self._handler("worker_errors", "WARNING")
-        for name in WORKER_LOGGERS:
-            self._attach(name, worker)
-            self._attach(name, worker_errors)
-        application = self._handler("application", excluded=(ACCESS_LOGGER, *WORKER_LOGGERS))
-        self._attach(None, application)
+    def install(self, threaded):
+        """Open the files (access, worker loggers, the rest) and take every record that reaches
+        the root; written on a thread of their own if `threaded`."""
+        handlers = [
+            self._handler("access", [ACCESS_LOGGER]),
+            self._handler("worker", WORKER_LOGGERS),
+            self._handler("worker_errors", WORKER_LOGGERS, level=logging.WARNING),
+            self._handler("application", [ACCESS_LOGGER, *WORKER_LOGGERS], exclude=True),
+        ]
+        self.writer = LogWriter(handlers, take_entry)
+        if threaded:
+            self.writer.start()
+            atexit.register(self.writer.stop)
+        self._attach(RecordQueue(self.writer))
         console = StderrHandler(logging.WARNING)
         console.addFilter(RedactingFilter(self.redactor))
         console.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        self._attach(None, console)
+        self._attach(console)
+
+    def stop_writer(self):
+        """Write what is queued; from now on records are written by the thread that logs them."""
+        atexit.unregister(self.writer.stop)
+        self.writer.stop()
 
     def close(self):
-        """Detach and close every handler."""
-        for logger_name, handler in self._attached:
-            logging.getLogger(logger_name).removeHandler(handler)
-        for _logger_name, handler in self._attached:
-            handler.close()
+        """Detach, write what is queued and close every handler."""
+        for handler in self._attached:
+            logging.getLogger().removeHandler(handler)
         self._attached.clear()
+        self.stop_writer()
+        for handler in self.handlers.values():
+            handler.close()
 
     def roll_over(self, log_type):
         """Rotate a live log file now, under its handler's lock so no record is lost or torn."""
@@ -211,8 +174,12 @@ def log_directory(app):
 
 
 def install(directory, config):
-    """Replace the process's log handlers with ones writing to `directory`."""
+    """Replace the process's log handlers with ones writing to `directory`; on a thread of their
+    own unless LOG_THREAD is false (by default it is when TESTING)."""
     secrets = set(configured_secrets(config))
+    threaded = config.get("LOG_THREAD")
+    if threaded is None:
+        threaded = not config.get("TESTING")
     with _active_lock:
         previous = _active.pop("files", None)
         if previous is not None:
@@ -225,9 +192,16 @@ def install(directory, config):
             int(config["LOG_BACKUP_COUNT"]),
             Redactor(secrets),
         )
-        files.install()
+        files.install(bool(threaded))
         _active["files"] = files
     return files
+
+
+def flush(timeout=FLUSH_TIMEOUT):
+    """Wait until every record logged so far is in its file; False if it took over `timeout`."""
+    with _active_lock:
+        files = _active.get("files")
+    return files.writer.flush(timeout) if files is not None else True
 
 
 def redact_server_log(app, logger):
@@ -240,30 +214,76 @@ def start_timer():
     g.log_started = time.perf_counter()
 
 
-def log_access(response):
-    """After-request hook: one access record with the route template, never the key itself."""
+def request_seconds():
+    """Return the seconds since the current request started, or None if it was not noted."""
     started = g.get("log_started")
-    duration_ms = round((time.perf_counter() - started) * 1000, 3) if started else None
-    route = request.url_rule.rule if request.url_rule is not None else None
+    return time.perf_counter() - started if started is not None else None
+
+
+def observe_requests(app, observer):
+    """Give `observer` the AccessEntry of each of the app's requests, on the log writer thread
+    (at once without one)."""
+    app.extensions.setdefault("image2model.request_observers", []).append(observer)
+
+
+ACCESS_MESSAGE = "%s %s %s %sms"
+
+
+def log_access(response):
+    """After-request hook: the request's access record, with its route template and never the
+    key itself, and its observers' entry; the writer thread makes and writes them."""
+    logged = access_logger.isEnabledFor(logging.INFO)
+    observers = tuple(current_app.extensions.get("image2model.request_observers", ()))
+    if not logged and not observers:
+        return response
+    seconds = request_seconds()
+    g.pop("log_started", None)  # the entry has it: a teardown after a failure does not count it
+    duration_ms = round(seconds * 1000, 3) if seconds is not None else None
+    method, rule, status = request.method, request.url_rule, response.status_code
+    route = rule.rule if rule is not None else None
     principal = g.get("principal")
-    access_logger.info(
-        "%s %s %s %sms",
-        request.method,
-        route or "(no route)",
-        response.status_code,
-        duration_ms,
-        extra={
-            "log_fields": {
-                "method": request.method,
-                "route": route,
-                "status": response.status_code,
-                "duration_ms": duration_ms,
-                "key_name": principal.name if principal is not None else None,
-                "remote_addr": request.remote_addr,
-            }
-        },
-    )
+    fields = {
+        "method": method,
+        "route": route,
+        "status": status,
+        "duration_ms": duration_ms,
+        "key_name": principal.name if principal is not None else None,
+        "remote_addr": request.remote_addr,
+    }
+    thread = threading.current_thread()
+    args = (method, route or "(no route)", status, duration_ms)
+    entry = AccessEntry(time.time(), thread.ident, thread.name, args, fields, logged, observers)
+    files = _active.get("files")
+    if files is not None and files.writer.running:
+        files.writer.queue.put(entry)
+    else:
+        take_entry(entry)
     return response
+
+
+def take_entry(entry):
+    """Log an access entry, as a record made on the request's thread at its time, and hand it
+    to its observers."""
+    for observer in entry.observers:
+        try:
+            observer(entry)
+        except Exception:  # an observer's failure must not cost the record or the writer
+            logging.getLogger(__name__).exception("A request observer failed")
+    if not entry.logged:
+        return
+    record = access_logger.makeRecord(
+        ACCESS_LOGGER,
+        logging.INFO,
+        __file__,
+        0,
+        ACCESS_MESSAGE,
+        entry.args,
+        None,
+        extra={"log_fields": entry.fields},
+    )
+    record.created, record.msecs = entry.created, (entry.created % 1) * 1000
+    record.thread, record.threadName = entry.thread, entry.thread_name
+    access_logger.handle(record)
 
 
 def init_app(app):

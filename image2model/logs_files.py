@@ -48,6 +48,7 @@ def types():
 
 def log_files(directory):
     """Return `(name, log type or None, backup number or None, stat)` of each regular file."""
+    logs.flush()  # what was logged so far counts: its sizes, times and entries
     found = []
     for path, info in _regular_files(directory):
         name = os.path.basename(path)
@@ -181,6 +182,7 @@ def _shift(path, backup_count):
 def rotate(app):
     """Rotate every live log that has content, through its handler so no record is torn."""
     directory = logs.log_directory(app)
+    logs.flush()  # records logged before the rotation belong in the rotated files
     active = logs.active(directory)
     rotated, skipped, errors = [], [], []
     for log_type in logs.LOG_TYPES:

@@ -5,7 +5,7 @@ import logging
 import threading
 import time
 
-from image2model import claims, events, generators, jobs, storage, uploads
+from image2model import claims, db, events, generators, jobs, storage, uploads
 from image2model.held import HeldSteps
 from image2model.pool import get_pool
 from image2model.runs import GenerationRun
@@ -321,3 +321,4 @@ def shutdown(app):
     get_pool(app).shutdown(wait=True)
     if dispatcher is not None:
         dispatcher.stop()
+    db.close_request_connections(app)  # the request threads' connections, kept between requests

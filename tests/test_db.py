@@ -1,10 +1,11 @@
-"""The SQLite store: WAL, busy timeout, migrations, transactions, per-thread connections."""
+"""The SQLite store: WAL, busy timeout, migrations, transactions, per-thread connections (request
+threads keep theirs between requests)."""
 
 import threading
 
 import pytest
 
-from image2model import db
+from image2model import create_app, db, worker
 
 
 def test_connection_settings(app):
@@ -67,12 +68,82 @@ def test_transaction_commits_or_rolls_back(tmp_path):
         conn.close()
 
 
-def test_request_connection_is_reused_and_closed(app):
+def test_a_request_thread_keeps_its_connection_between_requests(app):
     with app.app_context():
         first = db.get_db()
         assert db.get_db() is first
     with app.app_context():
-        assert db.get_db() is not first
+        assert db.get_db() is first and not first.closed
+
+
+def in_a_thread(function):
+    """Run `function` on a new thread and return its result."""
+    results = []
+    thread = threading.Thread(target=lambda: results.append(function()))
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    return results[0]
+
+
+def test_each_thread_has_its_own_request_connection_closed_when_it_ends(app):
+    def grab():
+        with app.app_context():
+            return db.get_db()
+
+    mine, other = grab(), in_a_thread(grab)
+    assert other is not mine
+    assert other.closed and not mine.closed
+
+
+def test_another_database_replaces_and_closes_the_threads_connection(app, app_config, tmp_path):
+    with app.app_context():
+        first = db.get_db()
+    second_app = create_app({**app_config, "INSTANCE_PATH": str(tmp_path / "second")})
+    try:
+        with second_app.app_context():
+            second = db.get_db()
+            assert second.path == db.database_path(second_app)
+        assert first.closed and not second.closed
+    finally:
+        worker.shutdown(second_app)
+
+
+def test_a_transaction_left_open_ends_with_the_request(app):
+    with app.app_context():
+        conn = db.get_db()
+        conn.execute("BEGIN")
+        conn.execute("INSERT INTO batches (batch_id, owner, created_at) VALUES ('b', 'o', 0)")
+    assert not conn.in_transaction
+    with app.app_context():
+        assert db.get_db().execute("SELECT COUNT(*) FROM batches").fetchone()[0] == 0
+
+
+def test_request_connections_close_at_shutdown(app):
+    def grab():
+        with app.app_context():
+            return db.get_db()
+
+    mine = grab()
+    db.close_request_connections(app)
+    assert mine.closed
+    with app.app_context():
+        again = db.get_db()  # the thread opens a new one
+    assert again is not mine and not again.closed
+
+
+def test_a_connection_sees_what_other_connections_committed(app):
+    with app.app_context():
+        conn = db.get_db()
+        assert conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0] == 0
+    other = db.connect(db.database_path(app))
+    try:
+        with db.transaction(other):
+            other.execute("INSERT INTO batches (batch_id, owner, created_at) VALUES ('b', 'o', 0)")
+    finally:
+        other.close()
+    with app.app_context():
+        assert db.get_db().execute("SELECT COUNT(*) FROM batches").fetchone()[0] == 1
 
 
 def test_thread_connections_are_per_thread(app):

@@ -1,5 +1,6 @@
 """The logging set-up: JSON-lines files per type, routing of loggers, the access log, redaction of
-secrets, size rotation, and handlers that never stack across apps."""
+secrets, size rotation, and handlers that never stack across apps; written by the log writer
+thread, as the server does (each read waits until it caught up)."""
 
 import dataclasses
 import gc
@@ -7,12 +8,13 @@ import json
 import logging
 import os
 import sys
+import threading
 import weakref
 
 import pytest
 from flask import Blueprint
 
-from image2model import create_app, log_redaction, logs, worker
+from image2model import clock, create_app, log_redaction, logs, worker
 from tests import images
 from tests.conftest import ADMIN_KEY, OTHER_KEY, USER_KEY, bearer
 
@@ -24,9 +26,10 @@ SECRETS = [USER_KEY, OTHER_KEY, ADMIN_KEY, FAL_KEY, *FAL_KEY.split(":"), STRANGE
 
 @pytest.fixture
 def app_config(app_config, monkeypatch, request):
-    """A FAL key in config, none from the environment; more settings by indirect parametrization."""
+    """A FAL key in config, none from the environment, the writer thread on; more settings by
+    indirect parametrization."""
     monkeypatch.delenv("FAL_KEY", raising=False)
-    return {**app_config, "FAL_KEY": FAL_KEY, **getattr(request, "param", {})}
+    return {**app_config, "FAL_KEY": FAL_KEY, "LOG_THREAD": True, **getattr(request, "param", {})}
 
 
 def log_dir(app):
@@ -35,7 +38,8 @@ def log_dir(app):
 
 
 def read_log(app, name):
-    """Return the parsed entries of a log file (every line must be JSON)."""
+    """Return the parsed entries of a log file (every line must be JSON), all written so far."""
+    assert logs.flush()
     with open(os.path.join(log_dir(app), name), encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
@@ -46,7 +50,8 @@ def messages(app, log_type):
 
 
 def all_log_text(app):
-    """Return the text of every file below the log directory."""
+    """Return the text of every file below the log directory, all written so far."""
+    assert logs.flush()
     texts = []
     for root, _dirs, names in os.walk(log_dir(app)):
         for name in names:
@@ -244,6 +249,7 @@ def test_redactor(text, expected):
 def test_logs_rotate_by_size_and_keep_the_count(app, client):
     for _ in range(60):
         client.get("/api/v1/health/liveness")
+    assert logs.flush()
     names = sorted(n for n in os.listdir(log_dir(app)) if n.startswith("access.log"))
     assert names == ["access.log", "access.log.1", "access.log.2"]
     for name in names:
@@ -260,13 +266,14 @@ def test_bad_log_settings_are_refused(app_config, settings):
 
 
 def our_handlers():
-    """Return the log file handlers attached to the root, access and worker loggers."""
+    """Return our handlers attached to the root, access and worker loggers."""
     names = [None, logs.ACCESS_LOGGER, *logs.WORKER_LOGGERS]
+    ours = (logs.LogFileHandler, logs.StderrHandler, logs.RecordQueue)
     return [
         (name, handler)
         for name in names
         for handler in logging.getLogger(name).handlers
-        if isinstance(handler, logs.LogFileHandler | logs.StderrHandler)
+        if isinstance(handler, ours)
     ]
 
 
@@ -276,9 +283,13 @@ def test_handlers_never_stack_across_apps(app_config, tmp_path):
         for number in range(3):
             config = {**app_config, "INSTANCE_PATH": str(tmp_path / f"instance{number}")}
             apps.append(create_app(config))
-            attached = our_handlers()
-            # root: application + console; access: 1; each worker logger: worker + errors
-            assert len(attached) == 2 + 1 + 2 * len(logs.WORKER_LOGGERS)
+            # only on the root: the records queue, which routes to the files, and the console
+            assert [(name, type(handler)) for name, handler in our_handlers()] == [
+                (None, logs.RecordQueue),
+                (None, logs.StderrHandler),
+            ]
+            writers = [t for t in threading.enumerate() if t.name == "image2model-logs"]
+            assert len(writers) == 1
         logging.getLogger("image2model.worker").warning("only in the newest")
         for number, application in enumerate(apps):
             found = messages(application, "worker")
@@ -300,11 +311,10 @@ def test_a_second_app_on_the_same_folder_keeps_the_first_apps_secrets(app, app_c
 
 
 def test_replaced_handlers_are_closed_and_never_reopen(app, app_config, tmp_path):
-    old_handlers = [handler for _name, handler in our_handlers()]
+    file_handlers = list(logs.active(log_dir(app)).handlers.values())
     other = create_app({**app_config, "INSTANCE_PATH": str(tmp_path / "other")})
     try:
-        file_handlers = [h for h in old_handlers if isinstance(h, logs.LogFileHandler)]
-        assert file_handlers and all(h.stream is None for h in file_handlers)
+        assert len(file_handlers) == 4 and all(h.stream is None for h in file_handlers)
         record = logging.LogRecord("image2model.worker", logging.ERROR, "", 0, "late", (), None)
         file_handlers[0].handle(record)  # a thread that still held the old handler
         assert file_handlers[0].stream is None
@@ -327,6 +337,7 @@ def test_a_worker_record_is_formatted_and_redacted_once(app, monkeypatch):
     monkeypatch.setattr(logs.JsonLinesFormatter, "format", counted_format)
     monkeypatch.setattr(log_redaction.Redactor, "redact", counted_redact)
     logging.getLogger("image2model.runs").info("Generation 1 of job_x: queued -> submitted")
+    assert logs.flush()
     # Once to measure it for rotation and write it; the application log passes it unredacted.
     assert len(formatted) == 1
     assert len(redacted) == 2  # the message, then the JSON line
@@ -349,3 +360,24 @@ def test_a_written_record_is_not_kept_alive_by_its_handler(tmp_path):
     gc.collect()
     assert written() is None  # nor its traceback's frames
     assert json.loads((tmp_path / "worker.log").read_text())["message"] == "failed"
+
+
+@pytest.mark.parametrize(
+    "created",
+    [
+        1710498600.0,
+        1710498600.0004999,
+        1710498600.0005,
+        1710498600.9994999,
+        1710498600.9995,
+        1710498600.9999994,
+        1710498600.9999995,
+        1710498600.9999996,
+        1710498601.123456,
+    ],
+)
+def test_the_formatter_writes_the_clocks_timestamps(created):
+    formatter = logs.JsonLinesFormatter(log_redaction.Redactor([]))
+    formatter.timestamp(created - 1)  # a second made before: this one is made anew
+    assert formatter.timestamp(created) == clock.iso(created, "milliseconds")
+    assert formatter.timestamp(created) == clock.iso(created, "milliseconds")  # as kept
