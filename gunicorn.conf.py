@@ -29,9 +29,9 @@ def post_worker_init(worker):
     be orderly, and start the dispatcher and retention, which only the server runs."""
     from gunicorn import util
 
-    from image2model import worker as dispatching
     from image2model.errors import write_server_error
-    from image2model.logs import redact_server_log
+    from image2model.logs.setup import redact_server_log
+    from image2model.pipeline import lifecycle
 
     util.write_error = write_server_error
     # It logs refused requests with the offending text, which may be a client's key.
@@ -40,7 +40,7 @@ def post_worker_init(worker):
 
     def tell_the_app():
         os.read(read_end, 1)
-        from image2model.worker import begin_shutdown
+        from image2model.pipeline.lifecycle import begin_shutdown
 
         begin_shutdown(worker.wsgi)
 
@@ -73,13 +73,13 @@ def post_worker_init(worker):
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(signum, stopping(signal.getsignal(signum)))
     # Only the server dispatches: the app alone (a CLI command, a shell) claims no work.
-    dispatching.start(worker.wsgi)
+    lifecycle.start(worker.wsgi)
 
 
 def worker_exit(server, worker):
     """Stop the app's worker pool so in-flight state is left resumable."""
     app = getattr(worker, "wsgi", None)
     if app is not None and hasattr(app, "extensions"):
-        from image2model.worker import shutdown
+        from image2model.pipeline.lifecycle import shutdown
 
         shutdown(app)

@@ -29,7 +29,7 @@ from PIL import Image, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from image2model.convert import FORMATS, convert_glb, verify_glb  # noqa: E402
+from image2model.models3d.convert import FORMATS, convert_glb, verify_glb  # noqa: E402
 from tests.live_server import LiveServer, wait_until  # noqa: E402
 
 FIRST_TARGET = 0.5

@@ -217,7 +217,8 @@ def bare_flask_app(folder):
 
 def real_app(folder):
     """Return the real app on a fresh data folder and a finished relief job's id."""
-    from image2model import create_app, worker
+    from image2model import create_app
+    from image2model.pipeline import lifecycle
 
     app = create_app(
         {
@@ -227,7 +228,7 @@ def real_app(folder):
             "POOL_SIZE": 1,
         }
     )
-    worker.start(app)
+    lifecycle.start(app)
     client = app.test_client()
     auth = {"Authorization": f"Bearer {KEY}"}
     response = client.post(
@@ -247,12 +248,10 @@ def real_app(folder):
 
 
 def drain_logs():
-    """Wait until every log record so far is written (a no-op where logging is synchronous)."""
-    from image2model import logs
+    """Wait until every log record so far is written."""
+    from image2model.logs import setup as log_setup
 
-    flush = getattr(logs, "flush", None)
-    if flush is not None:
-        flush()
+    log_setup.flush()
 
 
 def batch_ms(client, path, headers, count, profiler=None):
@@ -273,7 +272,6 @@ def inprocess_figures(args, folder):
     """Return `(name, median ms per request, median ratio to the bare app)` of the bare app and
     the real app's endpoints: rounds of one batch each, each batch compared with the round's
     bare one."""
-    from image2model import worker
 
     app, job_id = real_app(folder)
     try:
@@ -307,7 +305,9 @@ def inprocess_figures(args, folder):
             for name in times
         ]
     finally:
-        worker.shutdown(app)
+        from image2model.pipeline import lifecycle
+
+        lifecycle.shutdown(app)
 
 
 def main():

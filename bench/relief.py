@@ -21,7 +21,7 @@ import trimesh
 from PIL import Image, ImageDraw, ImageFilter
 
 from image2model.generators.relief import ReliefOptions, build_relief
-from image2model.render import render_preview
+from image2model.models3d.render import render_preview
 
 TARGET_SECONDS = 0.5
 SIDE = 1024

@@ -7,6 +7,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from image2model import config as config_module
+from image2model.pipeline import lifecycle
 
 __version__ = config_module.VERSION
 
@@ -28,9 +29,9 @@ def create_app(test_config=None):
     os.makedirs(app.instance_path, exist_ok=True)
     app.extensions["image2model.started_at"] = time.time()
 
-    from image2model import logs
+    from image2model.logs import setup as log_setup
 
-    logs.init_app(app)
+    log_setup.init_app(app)
     # A `//` in a path would otherwise get Werkzeug's HTML redirect instead of the JSON envelope.
     app.url_map.merge_slashes = False
 
@@ -38,19 +39,11 @@ def create_app(test_config=None):
         hops = int(app.config["PROXY_HOPS"])
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
 
-    from image2model import (
-        auth,
-        db,
-        errors,
-        events,
-        generators,
-        health,
-        limits,
-        maintenance,
-        metrics,
-        pool,
-        worker,
-    )
+    from image2model import blueprints, errors, generators, pool
+    from image2model.files import retention
+    from image2model.ops import health, metrics
+    from image2model.store import db, events
+    from image2model.web import auth, limits
 
     errors.init_app(app)
     db.init_app(app)
@@ -60,24 +53,9 @@ def create_app(test_config=None):
     pool.init_app(app)
     health.init_app(app)
     events.init_app(app)
-
-    from image2model.blueprints import admin, debug, download, health, logs, models, status, upload
-
-    for blueprint in (
-        health.bp,
-        upload.bp,
-        models.bp,
-        status.bp,
-        download.bp,
-        debug.bp,
-        admin.bp,
-        logs.bp,
-    ):
-        app.register_blueprint(blueprint)
-    limits.exempt_blueprint(app, health.bp)
-
+    blueprints.register(app)
     generators.init_app(app)
-    worker.init_app(app)
-    maintenance.init_app(app)
+    lifecycle.init_app(app)
+    retention.init_app(app)
     app.extensions["image2model.ready"] = True
     return app

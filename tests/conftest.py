@@ -2,7 +2,8 @@
 
 import pytest
 
-from image2model import create_app, worker
+from image2model import create_app
+from image2model.pipeline import lifecycle
 
 USER_KEY = "user-key-0123456789"
 OTHER_KEY = "other-key-0123456789"
@@ -41,9 +42,9 @@ def app_config(tmp_path, monkeypatch, request):
 def app(app_config):
     """Build an app on its own data folder."""
     application = create_app(app_config)
-    worker.start(application)  # as the server does: tests of the pipeline need the dispatcher
+    lifecycle.start(application)  # as the server does: tests of the pipeline need the dispatcher
     yield application
-    worker.shutdown(application)
+    lifecycle.shutdown(application)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import zlib
 
 from PIL import Image, ImageDraw
 
-from image2model import db
+from image2model.store import db
 from tests.conftest import USER_KEY, bearer
 
 UPLOAD_URL = "/api/v1/upload/"

@@ -2,9 +2,11 @@
 
 from flask import Blueprint, current_app, request
 
-from image2model import clock, db, file_tree, maintenance, params, storage
-from image2model.auth import require_admin
+from image2model import clock, params
 from image2model.errors import ApiError
+from image2model.files import maintenance, tree
+from image2model.store import db
+from image2model.web.auth import require_admin
 
 bp = Blueprint("admin", __name__, url_prefix="/api/v1/admin")
 bp.before_request(require_admin)
@@ -28,8 +30,8 @@ def _job_id(value):
 def disk_usage():
     """Report the file system and directory sizes of uploads and results."""
     return {
-        "upload_dir": storage.disk_usage(current_app, "uploads"),
-        "output_dir": storage.disk_usage(current_app, "results"),
+        "upload_dir": tree.disk_usage(current_app, "uploads"),
+        "output_dir": tree.disk_usage(current_app, "results"),
         "timestamp": clock.iso(),
     }
 
@@ -69,15 +71,15 @@ def delete_job(job_id):
 @bp.get("/list-files")
 def list_files():
     """List the top entries of uploads or results with sizes, times and file counts."""
-    directory = params.choice(request.args.get("directory"), "directory", file_tree.LISTABLE)
+    directory = params.choice(request.args.get("directory"), "directory", tree.LISTABLE)
     if directory is None:
         raise ApiError(
             "VALIDATION_ERROR",
             "directory is required: uploads or results",
-            {"field": "directory", "allowed": list(file_tree.LISTABLE)},
+            {"field": "directory", "allowed": list(tree.LISTABLE)},
         )
     limit = params.bounded_int(request.args.get("limit"), "limit", 1, MAX_LIST_LIMIT, default=100)
-    return file_tree.list_files(current_app, directory, limit)
+    return tree.list_files(current_app, directory, limit)
 
 
 @bp.get("/system-health")

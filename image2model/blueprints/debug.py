@@ -2,8 +2,9 @@
 
 from flask import Blueprint, current_app
 
-from image2model import db, job_debug
-from image2model.auth import require_admin
+from image2model.ops import job_debug
+from image2model.store import db
+from image2model.web.auth import require_admin
 
 bp = Blueprint("debug", __name__, url_prefix="/api/v1/debug")
 bp.before_request(require_admin)

@@ -2,8 +2,10 @@
 
 from flask import Blueprint, current_app
 
-from image2model import db, downloads, params
-from image2model.auth import current_principal, require_key
+from image2model import params
+from image2model.files import downloads
+from image2model.store import db
+from image2model.web.auth import current_principal, require_key
 
 bp = Blueprint("download", __name__, url_prefix="/api/v1/download")
 bp.before_request(require_key)

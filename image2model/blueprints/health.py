@@ -4,8 +4,9 @@ import time
 
 from flask import Blueprint, current_app, jsonify
 
-from image2model import clock, health, metrics
+from image2model import clock
 from image2model.config import VERSION
+from image2model.ops import health, metrics
 
 bp = Blueprint("health", __name__, url_prefix="/api/v1/health")
 

@@ -2,19 +2,13 @@
 
 from flask import Blueprint, current_app, jsonify, request
 
-from image2model import (
-    conversions,
-    convert,
-    db,
-    downloads,
-    generators,
-    jobs,
-    params,
-    uploads,
-    worker,
-)
-from image2model.auth import current_principal, require_key
+from image2model import generators, params
 from image2model.errors import ApiError
+from image2model.files import downloads, uploads
+from image2model.models3d import conversions, convert
+from image2model.pipeline import lifecycle
+from image2model.store import db, jobs
+from image2model.web.auth import current_principal, require_key
 
 bp = Blueprint("models", __name__, url_prefix="/api/v1/models")
 bp.before_request(require_key)
@@ -38,7 +32,7 @@ def generate():
     job_id, task_id = uploads.generate_from_file(
         current_app, db.get_db(), current_principal(), file_id, generator, generation_options
     )
-    worker.get_dispatcher(current_app).wake()
+    lifecycle.get_dispatcher(current_app).wake()
     return {
         "job_id": job_id,
         "task_id": task_id,

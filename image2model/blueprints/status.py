@@ -2,9 +2,11 @@
 
 from flask import Blueprint, Response, current_app, request
 
-from image2model import clock, db, jobs, params, sse
-from image2model.auth import current_principal, require_key
+from image2model import clock, params
 from image2model.errors import ApiError
+from image2model.store import db, jobs
+from image2model.web import sse
+from image2model.web.auth import current_principal, require_key
 
 bp = Blueprint("status", __name__, url_prefix="/api/v1/status")
 bp.before_request(require_key)

@@ -2,9 +2,12 @@
 
 from flask import Blueprint, current_app, request
 
-from image2model import db, generators, jobs, uploads, worker
-from image2model.auth import current_principal, require_key
+from image2model import generators
 from image2model.errors import ApiError
+from image2model.files import uploads
+from image2model.pipeline import lifecycle
+from image2model.store import db, jobs
+from image2model.web.auth import current_principal, require_key
 
 bp = Blueprint("upload", __name__, url_prefix="/api/v1/upload")
 bp.before_request(require_key)
@@ -23,7 +26,7 @@ def upload_files():
     batch_id, job_id, task_id, file_rows = uploads.store_batch(
         current_app, current_principal(), files, facts, generator.name, generation_options
     )
-    worker.get_dispatcher(current_app).wake()
+    lifecycle.get_dispatcher(current_app).wake()
     return {
         "batch_id": batch_id,
         "job_id": job_id,

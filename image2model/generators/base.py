@@ -3,7 +3,7 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from image2model.convert import FORMATS
+from image2model.models3d.convert import FORMATS
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from image2model.generators.relief_mesh import (
     choose_mask,
     vertex_heights,
 )
-from image2model.render import render_preview
+from image2model.models3d.render import render_preview
 
 MAX_TEXTURE_SIDE = 2048
 MIN_OPAQUE_PIXELS = 4

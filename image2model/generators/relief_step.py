@@ -3,8 +3,8 @@ GLB and PNG preview out."""
 
 import os
 
-from image2model import storage
 from image2model.errors import ApiError
+from image2model.files import storage
 from image2model.generators.base import Generator
 from image2model.generators.options import relief_options
 from image2model.generators.relief import (

@@ -10,7 +10,7 @@ import fal_client
 import fal_client.client
 import httpx
 
-from image2model import storage
+from image2model.files import storage
 from image2model.generators import fal_connection
 from image2model.generators.base import Generator
 from image2model.generators.fal_connection import (
@@ -21,7 +21,7 @@ from image2model.generators.fal_connection import (
     handle_for,
 )
 from image2model.generators.options import tripo3d_options
-from image2model.gltf import InvalidModelError, UnsupportedModelError, check_glb
+from image2model.models3d.gltf import InvalidModelError, UnsupportedModelError, check_glb
 
 logger = logging.getLogger(__name__)
 
