@@ -4,9 +4,29 @@ May import every package below it (web, ops, pipeline, generators, files, models
 only the factory imports it.
 """
 
-from image2model.blueprints import admin, debug, download, health, logs, models, status, upload
+from image2model.blueprints import (
+    admin,
+    debug,
+    download,
+    health,
+    logs,
+    models,
+    page,
+    status,
+    upload,
+)
 
-BLUEPRINTS = (health.bp, upload.bp, models.bp, status.bp, download.bp, debug.bp, admin.bp, logs.bp)
+BLUEPRINTS = (
+    health.bp,
+    upload.bp,
+    models.bp,
+    status.bp,
+    download.bp,
+    debug.bp,
+    admin.bp,
+    logs.bp,
+    page.bp,
+)
 
 
 def register(app):

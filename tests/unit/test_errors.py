@@ -11,7 +11,7 @@ from tests.conftest import ADMIN_KEY, USER_KEY, bearer
 from tests.helpers import assert_envelope
 
 WALK = [
-    ("GET", "/", None, 404, "NOT_FOUND"),
+    ("GET", "/no-such-page", None, 404, "NOT_FOUND"),
     ("GET", "/api/v1/", None, 404, "NOT_FOUND"),
     ("GET", "/api/v1/nothing/here", USER_KEY, 404, "NOT_FOUND"),
     ("GET", "/api/v1/health/nope", None, 404, "NOT_FOUND"),
