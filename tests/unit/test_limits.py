@@ -1,8 +1,14 @@
 """Rate limits: per key (per client address without one), headers on every response, 429."""
 
+import threading
+import time
+
 import pytest
 
+from image2model import create_app
+from image2model.web.limits import SweptMemoryStorage
 from tests.conftest import OTHER_KEY, USER_KEY, bearer
+from tests.live_server import wait_until
 
 ENDPOINT = "/api/v1/models/available"
 
@@ -76,3 +82,41 @@ def test_one_budget_per_key_across_routes(client):
     limited = client.get("/api/v1/status/tasks/task_x/status", headers=bearer(USER_KEY))
     assert limited.status_code == 429
     assert limited.get_json()["detail"]["code"] == "RATE_LIMIT_EXCEEDED"
+
+
+def storage_of(app):
+    """Return the limiter's counter storage."""
+    return app.extensions["image2model.limiter"].storage
+
+
+def test_counting_requests_starts_no_thread(app, client, monkeypatch):
+    assert isinstance(storage_of(app), SweptMemoryStorage)
+    started = []
+    monkeypatch.setattr(threading.Thread, "start", lambda thread: started.append(thread))
+    for _ in range(3):
+        client.get(ENDPOINT, headers=bearer(USER_KEY))
+    assert started == []
+
+
+def test_limits_still_asks_the_storage_to_expire_on_every_count(app):
+    storage = storage_of(app)
+    calls = []
+    storage._MemoryStorage__schedule_expiry = lambda: calls.append(True)
+    storage.incr("probe", expiry=60)
+    assert calls == [True]  # a limits release renaming its hook would leave counters unswept
+
+
+def test_expired_counters_are_swept_by_a_later_count(app):
+    storage = storage_of(app)
+    storage.incr("old", expiry=0.05)
+    wait_until(lambda: storage.expirations["old"] <= time.time(), 5, message="the window")
+    storage.swept_at -= SweptMemoryStorage.SWEEP_EVERY
+    storage.incr("new", expiry=60)
+    assert "old" not in storage.storage and "old" not in storage.expirations
+    assert storage.get("new") == 1
+
+
+def test_a_storage_uri_set_by_the_operator_is_kept(app_config):
+    built = create_app({**app_config, "RATELIMIT_STORAGE_URI": "memory://?keep=1"})
+    assert built.config["RATELIMIT_STORAGE_URI"] == "memory://?keep=1"
+    assert not isinstance(storage_of(built), SweptMemoryStorage)
