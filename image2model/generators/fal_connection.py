@@ -146,6 +146,8 @@ class FalClient(fal_client.SyncClient):
 
     # Trust as httpx reads it (SSL_CERT_FILE, SSL_CERT_DIR, else certifi), read once.
     tls: ssl.SSLContext = field(default_factory=httpx.create_ssl_context, repr=False, compare=False)
+    # False sends `X-Fal-Store-IO: 0`: FAL then keeps no copy of inputs and outputs (FAL_STORE_IO).
+    store_io: bool = True
 
     @cached_property
     def _client(self):
@@ -155,6 +157,7 @@ class FalClient(fal_client.SyncClient):
             headers={
                 "Authorization": self._auth.header_value,
                 "User-Agent": fal_client.client.USER_AGENT,
+                **({} if self.store_io else {"X-Fal-Store-IO": "0"}),
             },
             timeout=self.default_timeout,
             follow_redirects=True,
@@ -191,7 +194,7 @@ def client_for(app):
             # fal-client has no setting for its storage hosts; a stand-in or proxy replaces both.
             fal_client.client.REST_URL = app.config["FAL_STORAGE_URL"]
             fal_client.client.CDN_URL = app.config["FAL_STORAGE_URL"]
-        client = FalClient(key=app.config["FAL_KEY"])
+        client = FalClient(key=app.config["FAL_KEY"], store_io=bool(app.config["FAL_STORE_IO"]))
         app.extensions["image2model.fal"] = client
     return client
 

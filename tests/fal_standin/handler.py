@@ -151,6 +151,7 @@ class Handler(BaseHTTPRequestHandler):
             "connection": self.connection_number,
             # The scheme alone (Key, Bearer, ...): a credential is never recorded.
             "auth_scheme": (call.headers.get("Authorization") or "").partition(" ")[0] or None,
+            "store_io": call.headers.get("X-Fal-Store-IO"),
         }
         if stage is not None and standin.faults.take_drop(stage):
             standin.record("calls", seen)

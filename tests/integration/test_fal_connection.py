@@ -63,6 +63,22 @@ def test_the_fal_key_goes_to_the_queue_but_never_to_result_files(tmp_path, fal):
     assert {call["auth_scheme"] for call in calls_of(fal, "download")} == {None}
 
 
+def test_fal_store_io_off_asks_fal_to_keep_no_copy_of_any_queue_call(tmp_path, fal):
+    live = fal_server(tmp_path, fal, FAL_STORE_IO="false").start()
+    try:
+        _, job = run_job(live, 1)
+    finally:
+        live.stop()
+    assert job["status"] == "completed"
+    queue_calls = [c for c in fal.calls if c["stage"] in ("submit", "status", "result")]
+    assert queue_calls and {call["store_io"] for call in queue_calls} == {"0"}
+
+
+def test_by_default_fal_keeps_its_copies_as_it_does_for_everyone(tmp_path, fal):
+    job_on_a_fresh_server(tmp_path, fal, 1)
+    assert {call["store_io"] for call in fal.calls} == {None}
+
+
 def test_a_submit_whose_answer_is_lost_is_never_sent_again(tmp_path, fal):
     fal.drop_next("submit")  # FAL accepts the request, then the connection breaks
     _, _, job = job_on_a_fresh_server(tmp_path, fal, 1)
